@@ -1,0 +1,8 @@
+//! dx-admission: a Kubernetes admission webhook that guards HCL DX deployments.
+//!
+//! The layout follows a review through the server: [`admission`] decodes an AdmissionReview and
+//! builds the response, [`policy`] evaluates the object (pure), and [`server`] carries both over
+//! TLS with health, metrics and hot reload around them.
+#![forbid(unsafe_code)]
+
+pub mod policy;

@@ -1,0 +1,270 @@
+//! Reading and compiling a schema directory, all or nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jsonschema::{Draft, Retrieve, Uri, Validator};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::keywords::{self, DX_MODIFIERS, DX_TYPE};
+use super::{DocumentSchema, SchemaSet, SchemaVersion};
+use crate::policy::object::{Component, ResourceKind};
+use crate::policy::settings::Severity;
+
+/// Why a schema directory was refused. Each variant names the file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: not valid JSON: {message}")]
+    Json { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Index { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Layout { path: PathBuf, message: String },
+    #[error("{path}: schema does not compile: {message}")]
+    Compile { path: PathBuf, message: String },
+}
+
+/// `index.yaml`: the versions in order, the default, and notes for each.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Index {
+    default: String,
+    versions: Vec<IndexVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexVersion {
+    name: String,
+    #[serde(default)]
+    notes: String,
+}
+
+/// The directory holding definitions shared between versions.
+const COMMON_DIR: &str = "common";
+const INDEX_FILE: &str = "index.yaml";
+/// The base of every file's URI; relative `$ref`s resolve against it.
+const BASE: &str = "file:///schemas/";
+
+impl SchemaSet {
+    /// Loads and compiles every schema under `dir`. Any error refuses the whole set.
+    pub fn load(dir: &Path) -> Result<Self, SchemaError> {
+        let index_path = dir.join(INDEX_FILE);
+        let index_text = read(&index_path)?;
+        let index: Index = serde_yaml_ng::from_str(&index_text)
+            .map_err(|e| SchemaError::Index { path: index_path.clone(), message: e.to_string() })?;
+        let index_error = |message: String| SchemaError::Index { path: index_path.clone(), message };
+        if index.versions.is_empty() {
+            return Err(index_error("lists no versions".into()));
+        }
+        let mut names = BTreeSet::new();
+        for version in &index.versions {
+            if version.name.is_empty() || version.name.contains(['/', '\\']) || version.name == COMMON_DIR {
+                return Err(index_error(format!("{:?} is not a usable version name", version.name)));
+            }
+            if !names.insert(version.name.as_str()) {
+                return Err(index_error(format!("version {} is listed twice", version.name)));
+            }
+        }
+        if !names.contains(index.default.as_str()) {
+            return Err(index_error(format!(
+                "default version {} is not among the versions ({})",
+                index.default,
+                names.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+
+        let mut files = BTreeMap::new();
+        collect_json(dir, dir, &mut files)?;
+        let mut hasher = DefaultHasher::new();
+        index_text.hash(&mut hasher);
+        for (relative, (_, text)) in &files {
+            relative.hash(&mut hasher);
+            text.hash(&mut hasher);
+        }
+        let documents: Arc<HashMap<String, Value>> =
+            Arc::new(files.iter().map(|(relative, (value, _))| (format!("{BASE}{relative}"), value.clone())).collect());
+
+        let mut versions = BTreeMap::new();
+        for entry in &index.versions {
+            let mut schemas = BTreeMap::new();
+            for (relative, (value, _)) in files.iter().filter(|(r, _)| top_dir(r) == entry.name) {
+                let (kind, component) = classify(dir, relative)?;
+                let compiled = compile(dir, relative, value, &documents)?;
+                schemas.insert((kind, component), compiled);
+            }
+            versions.insert(
+                entry.name.clone(),
+                SchemaVersion { name: entry.name.clone(), notes: entry.notes.clone(), schemas },
+            );
+        }
+        for relative in files.keys() {
+            let top = top_dir(relative);
+            if top != COMMON_DIR && !names.contains(top) {
+                return Err(SchemaError::Layout {
+                    path: dir.join(relative),
+                    message: format!(
+                        "{top}/ is not a version listed in {INDEX_FILE}; list it there, or put shared definitions in {COMMON_DIR}/"
+                    ),
+                });
+            }
+        }
+        Ok(Self { default_version: index.default, versions, fingerprint: hasher.finish(), files: files.len() })
+    }
+}
+
+fn read(path: &Path) -> Result<String, SchemaError> {
+    std::fs::read_to_string(path).map_err(|source| SchemaError::Io { path: path.to_owned(), source })
+}
+
+/// The first path segment of a relative path.
+fn top_dir(relative: &str) -> &str {
+    relative.split('/').next().unwrap_or("")
+}
+
+/// Reads every `*.json` file below `dir`, keyed by its `/`-separated relative path.
+///
+/// Names starting with `.` are skipped: a mounted ConfigMap keeps its real files in `..data`
+/// and timestamped `..` directories, and exposes them through symlinks that are followed.
+fn collect_json(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Value, String)>) -> Result<(), SchemaError> {
+    let io = |source| SchemaError::Io { path: dir.to_owned(), source };
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let metadata = std::fs::metadata(&path).map_err(|source| SchemaError::Io { path: path.clone(), source })?;
+        if metadata.is_dir() {
+            collect_json(root, &path, out)?;
+        } else if name.ends_with(".json") {
+            let text = read(&path)?;
+            let value = serde_json::from_str(&text).map_err(|e| SchemaError::Json {
+                path: path.clone(),
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            })?;
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.insert(relative, (value, text));
+        }
+    }
+    Ok(())
+}
+
+/// `v2/configmap/core.json` → (ConfigMap, core).
+fn classify(root: &Path, relative: &str) -> Result<(ResourceKind, Component), SchemaError> {
+    let layout_error = |message: String| SchemaError::Layout { path: root.join(relative), message };
+    let parts: Vec<&str> = relative.split('/').collect();
+    let [_, kind_dir, file] = parts.as_slice() else {
+        return Err(layout_error("expected <version>/<kind>/<component>.json".into()));
+    };
+    let kind = ResourceKind::from_schema_dir(kind_dir).ok_or_else(|| {
+        layout_error(format!("unknown kind directory {kind_dir:?} (use configmap, statefulset or deployment)"))
+    })?;
+    let stem = file.trim_end_matches(".json");
+    let component = Component::parse(stem).ok_or_else(|| {
+        let known: Vec<_> = Component::ALL.iter().map(|c| c.as_str()).collect();
+        layout_error(format!("unknown component {stem:?} (known: {})", known.join(", ")))
+    })?;
+    if !component.allowed_on(kind) {
+        return Err(layout_error(format!("component {component} never runs as a {kind}")));
+    }
+    Ok((kind, component))
+}
+
+/// Serves `$ref` targets from the files already read; refuses everything else.
+struct LoadedFiles(Arc<HashMap<String, Value>>);
+
+impl Retrieve for LoadedFiles {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        self.0.get(uri.as_str()).cloned().ok_or_else(|| {
+            format!("{uri} is not one of the loaded schema files (only local files can be referenced)").into()
+        })
+    }
+}
+
+fn options(base: String, documents: &Arc<HashMap<String, Value>>) -> jsonschema::ValidationOptions<'static> {
+    let nested = {
+        let documents = Arc::clone(documents);
+        let base = base.clone();
+        move |schema: &Value| -> Result<Validator, String> {
+            options(base.clone(), &documents).build(schema).map_err(|e| e.to_string())
+        }
+    };
+    let mut options = jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_base_uri(base)
+        .with_retriever(LoadedFiles(Arc::clone(documents)))
+        .with_keyword(DX_TYPE, move |parent, value, _| keywords::typed_string(parent, value, &nested));
+    for name in DX_MODIFIERS {
+        options = options.with_keyword(name, move |parent, _, _| keywords::modifier(parent, name));
+    }
+    options
+}
+
+fn compile(
+    root: &Path,
+    relative: &str,
+    schema: &Value,
+    documents: &Arc<HashMap<String, Value>>,
+) -> Result<DocumentSchema, SchemaError> {
+    let path = root.join(relative);
+    let compile_error = |message: String| SchemaError::Compile { path: path.clone(), message };
+    let validator =
+        options(format!("{BASE}{relative}"), documents).build(schema).map_err(|e| compile_error(e.to_string()))?;
+    let object = schema.as_object();
+    let known_keys = object
+        .and_then(|o| o.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let key_patterns = object
+        .and_then(|o| o.get("patternProperties"))
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.keys()
+                .map(|pattern| {
+                    Regex::new(pattern).map_err(|e| compile_error(format!("patternProperties {pattern:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let unknown_keys = match object.and_then(|o| o.get("dxUnknownKeys")) {
+        None => None,
+        Some(Value::String(s)) if s == "allow" => None,
+        Some(Value::String(s)) if s == "warn" => Some(Severity::Warn),
+        Some(Value::String(s)) if s == "deny" => Some(Severity::Deny),
+        Some(other) => {
+            return Err(compile_error(format!("dxUnknownKeys must be \"deny\", \"warn\" or \"allow\", not {other}")));
+        }
+    };
+    let renamed_keys = match object.and_then(|o| o.get("dxRenamedKeys")) {
+        None => BTreeMap::new(),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|_| compile_error("dxRenamedKeys must map old key names to new key names (strings)".into()))?,
+    };
+    Ok(DocumentSchema { file: relative.to_owned(), validator, known_keys, key_patterns, unknown_keys, renamed_keys })
+}
