@@ -5,4 +5,12 @@
 //! TLS with health, metrics and hot reload around them.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod catalogue;
+pub mod check;
+pub mod cli;
+pub mod dev;
+pub mod metrics;
 pub mod policy;
+pub mod server;
+pub mod telemetry;

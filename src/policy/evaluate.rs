@@ -54,7 +54,7 @@ pub struct Review<'a> {
 }
 
 /// The outcome of an evaluation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
     /// The object's kind and `namespace/name`, for messages.
     pub kind: Option<ResourceKind>,
@@ -63,13 +63,15 @@ pub struct Evaluation {
     pub dx: bool,
     /// The schema version the object was checked under (`None` when it names an unknown one).
     pub schema_version: Option<String>,
+    /// The version the object asked for, when it is not loaded.
+    pub unknown_schema_version: Option<String>,
     /// Findings in catalogue order, each with its effective severity.
     pub findings: Vec<Judged>,
 }
 
 impl Evaluation {
     fn untouched(kind: Option<ResourceKind>, object_name: String) -> Self {
-        Self { kind, object_name, dx: false, schema_version: None, findings: Vec::new() }
+        Self { kind, object_name, ..Self::default() }
     }
 
     /// Whether any finding denies the request.
@@ -89,12 +91,16 @@ impl Evaluation {
             return None;
         }
         let kind = self.kind.map_or("object", ResourceKind::as_str);
-        let version = self.schema_version.as_deref().unwrap_or("unknown");
         let count = match denials.len() {
             1 => "1 problem".to_owned(),
             n => format!("{n} problems"),
         };
-        let mut text = format!("{kind} {} rejected by DX schema {version} and rules ({count}):", self.object_name);
+        let under = match (&self.schema_version, &self.unknown_schema_version) {
+            (Some(version), _) => format!("under DX schema {version}"),
+            (None, Some(requested)) => format!("because DX schema {requested} is not loaded"),
+            (None, None) => "by the DX rules".to_owned(),
+        };
+        let mut text = format!("{kind} {} rejected {under} ({count}):", self.object_name);
         for finding in denials {
             text.push('\n');
             text.push_str(&finding.line());
@@ -120,9 +126,9 @@ pub fn evaluate(policy: Policy<'_>, review: Review<'_>) -> Evaluation {
         return Evaluation::untouched(kind, object_name);
     };
     let version = policy.schemas.resolve(object.annotation(SCHEMA_VERSION));
-    let schema_version = match version {
-        VersionLookup::Found(v) => Some(v.name.clone()),
-        VersionLookup::Unknown { .. } => None,
+    let (schema_version, unknown_schema_version) = match version {
+        VersionLookup::Found(v) => (Some(v.name.clone()), None),
+        VersionLookup::Unknown { requested } => (None, Some(requested.to_owned())),
     };
     let ctx = Context {
         object,
@@ -146,7 +152,7 @@ pub fn evaluate(policy: Policy<'_>, review: Review<'_>) -> Evaluation {
             Judged { finding, severity, fix: rule.fix }
         }));
     }
-    Evaluation { kind, object_name, dx: true, schema_version, findings }
+    Evaluation { kind, object_name, dx: true, schema_version, unknown_schema_version, findings }
 }
 
 fn qualified_name(namespace: &str, name: &str) -> String {

@@ -557,7 +557,7 @@ fn denial_message_lists_every_finding_in_order() {
     let evaluation = evaluate(Policy { settings: &Settings::default(), schemas: &SCHEMAS }, review);
     assert_eq!(
         evaluation.denial_message().unwrap(),
-        "Deployment dx/dx-ring-api rejected by DX schema v2 and rules (2 problems):\n\
+        "Deployment dx/dx-ring-api rejected under DX schema v2 (2 problems):\n\
          - spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned] fix: use a DX release tag (e.g. :95_CF225) or an @sha256 digest\n\
          - spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe] fix: add a readinessProbe (e.g. an httpGet on the application's health endpoint)"
     );

@@ -1,0 +1,166 @@
+//! Decode: request body → typed admission request. Anything that cannot be read is a
+//! [`DecodeError`], answered with HTTP 400 and the reason; it never reaches the policy.
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
+
+use crate::policy::{Object, Operation, ResourceKind};
+
+/// The only AdmissionReview version spoken.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body is not a usable AdmissionReview.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("request body is empty")]
+    Empty,
+    #[error("request body nests JSON deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("request body is not a valid AdmissionReview: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error(
+        "apiVersion {found:?} is not supported: dx-admission speaks {API_VERSION} only (set admissionReviewVersions: [v1])"
+    )]
+    ApiVersion { found: String },
+    #[error("kind {found:?} is not {KIND}")]
+    Kind { found: String },
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    MissingUid,
+    #[error("request.{field} is a {found}, but request.kind says {expected}")]
+    ObjectKind { field: &'static str, expected: String, found: String },
+    #[error("request.{field} is not a valid {kind}: {source}")]
+    ObjectShape {
+        field: &'static str,
+        kind: ResourceKind,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("request.object is missing for a {operation} of a {kind}")]
+    MissingObject { operation: Operation, kind: ResourceKind },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooDeep { .. } => "too_deep",
+            Self::Json(_) => "malformed",
+            Self::ApiVersion { .. } => "api_version",
+            Self::Kind { .. } => "kind",
+            Self::MissingRequest => "missing_request",
+            Self::MissingUid => "missing_uid",
+            Self::ObjectKind { .. } | Self::ObjectShape { .. } | Self::MissingObject { .. } => "object",
+        }
+    }
+}
+
+/// A decoded review. `request` keeps the envelope (uid, user, kind) for the response;
+/// its objects have been moved into the typed fields.
+pub struct Decoded {
+    pub request: AdmissionRequest<DynamicObject>,
+    pub operation: Operation,
+    /// `None` for kinds dx-admission does not review: those are allowed untouched.
+    pub kind: Option<ResourceKind>,
+    pub object: Option<Object>,
+    pub old_object: Option<Object>,
+}
+
+impl Decoded {
+    pub fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or("")
+    }
+}
+
+/// Decodes a request body, refusing JSON nested deeper than `max_depth`.
+pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
+    }
+    if nesting_depth(body) > max_depth {
+        return Err(DecodeError::TooDeep { limit: max_depth });
+    }
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(DecodeError::Json)?;
+    if review.types.api_version != API_VERSION {
+        return Err(DecodeError::ApiVersion { found: review.types.api_version });
+    }
+    if review.types.kind != KIND {
+        return Err(DecodeError::Kind { found: review.types.kind });
+    }
+    let mut request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| DecodeError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(DecodeError::MissingUid);
+    }
+    let operation = match request.operation {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    };
+    let kind = ResourceKind::from_group_kind(&request.kind.group, &request.kind.kind);
+    let (mut object, mut old_object) = (None, None);
+    if let Some(kind) = kind {
+        object = typed(request.object.take(), kind, "object")?;
+        old_object = typed(request.old_object.take(), kind, "oldObject")?;
+        if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
+            return Err(DecodeError::MissingObject { operation, kind });
+        }
+    }
+    Ok(Decoded { request, operation, kind, object, old_object })
+}
+
+fn typed(
+    object: Option<DynamicObject>,
+    kind: ResourceKind,
+    field: &'static str,
+) -> Result<Option<Object>, DecodeError> {
+    let Some(object) = object else { return Ok(None) };
+    if let Some(types) = &object.types
+        && types.kind != kind.as_str()
+    {
+        return Err(DecodeError::ObjectKind { field, expected: kind.as_str().to_owned(), found: types.kind.clone() });
+    }
+    let value = serde_json::to_value(object).map_err(|source| DecodeError::ObjectShape { field, kind, source })?;
+    Object::from_json(kind, value).map(Some).map_err(|source| DecodeError::ObjectShape { field, kind, source })
+}
+
+/// The deepest nesting of arrays and objects, scanning bytes (strings are skipped).
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_inside_strings() {
+        assert_eq!(nesting_depth(br#"{"a":[1,{"b":"[[[{{{"}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a":"\"[[["}"#), 1);
+        assert_eq!(nesting_depth(b"[[[[]]]]"), 4);
+    }
+}

@@ -1,0 +1,259 @@
+//! `dx-admission check`: the server's evaluation, offline, over manifests on disk or stdin
+//! (multi-document YAML or JSON, such as the output of `helm template`).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cli::OutputFormat;
+use crate::policy::schema::SchemaSet;
+use crate::policy::{Evaluation, Object, Operation, Policy, ResourceKind, Review, Settings, Severity, evaluate};
+
+/// Exit codes: clean, denied, usage or input error.
+pub const EXIT_CLEAN: i32 = 0;
+pub const EXIT_DENIED: i32 = 1;
+pub const EXIT_INPUT: i32 = 2;
+
+/// Why manifests could not be checked. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index}: not valid YAML or JSON: {message}")]
+    Parse { path: String, index: usize, message: String },
+    #[error("{path}: {kind} {name}: cannot be read as a {kind}: {source}")]
+    Shape {
+        path: String,
+        kind: ResourceKind,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A manifest of a reviewed kind, with where it came from.
+pub struct Manifest {
+    pub source: String,
+    pub namespace: String,
+    pub object: Object,
+}
+
+impl Manifest {
+    fn key(&self) -> (ResourceKind, String, String) {
+        (self.object.kind(), self.namespace.clone(), self.object.name().to_owned())
+    }
+}
+
+/// What `read_manifests` found: the reviewed manifests, and how many documents were of other kinds.
+pub struct Manifests {
+    pub reviewed: Vec<Manifest>,
+    pub other_kinds: usize,
+}
+
+/// Reads every manifest under `paths` (`-` is stdin). Directories are read for *.yaml, *.yml, *.json.
+pub fn read_manifests(paths: &[PathBuf], default_namespace: &str) -> Result<Manifests, InputError> {
+    let mut found = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    for path in paths {
+        for (source, text) in read_sources(path)? {
+            parse_documents(&source, &text, default_namespace, &mut found)?;
+        }
+    }
+    Ok(found)
+}
+
+fn read_sources(path: &Path) -> Result<Vec<(String, String)>, InputError> {
+    let shown = path.display().to_string();
+    let io = |source| InputError::Read { path: shown.clone(), source };
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(io)?;
+        return Ok(vec![("<stdin>".into(), text)]);
+    }
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+            .collect();
+        entries.sort();
+        let mut sources = Vec::new();
+        for entry in entries {
+            sources.extend(read_sources(&entry)?);
+        }
+        return Ok(sources);
+    }
+    Ok(vec![(shown.clone(), std::fs::read_to_string(path).map_err(io)?)])
+}
+
+fn parse_documents(source: &str, text: &str, default_namespace: &str, out: &mut Manifests) -> Result<(), InputError> {
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(document).map_err(|e| InputError::Parse {
+            path: source.to_owned(),
+            index: index + 1,
+            message: e.to_string(),
+        })?;
+        collect(source, value, default_namespace, out)?;
+    }
+    Ok(())
+}
+
+fn collect(source: &str, value: Value, default_namespace: &str, out: &mut Manifests) -> Result<(), InputError> {
+    let (api_version, kind) = (value["apiVersion"].as_str().unwrap_or(""), value["kind"].as_str().unwrap_or(""));
+    if kind == "List" || kind.ends_with("List") && value["items"].is_array() {
+        if let Value::Object(mut list) = value {
+            for item in list
+                .remove("items")
+                .and_then(|v| if let Value::Array(a) = v { Some(a) } else { None })
+                .unwrap_or_default()
+            {
+                collect(source, item, default_namespace, out)?;
+            }
+        }
+        return Ok(());
+    }
+    if value.is_null() {
+        return Ok(());
+    }
+    let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    let Some(resource_kind) = ResourceKind::from_group_kind(group, kind) else {
+        out.other_kinds += 1;
+        return Ok(());
+    };
+    let name = value["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let namespace = value["metadata"]["namespace"].as_str().unwrap_or(default_namespace).to_owned();
+    let object = Object::from_json(resource_kind, value).map_err(|source_error| InputError::Shape {
+        path: source.to_owned(),
+        kind: resource_kind,
+        name: name.clone(),
+        source: source_error,
+    })?;
+    out.reviewed.push(Manifest { source: source.to_owned(), namespace, object });
+    Ok(())
+}
+
+/// One checked manifest.
+pub struct Checked {
+    pub source: String,
+    pub namespace: String,
+    pub evaluation: Evaluation,
+}
+
+/// Evaluates every manifest, as CREATE, or as UPDATE where `old` holds the same object.
+pub fn check(policy: Policy<'_>, manifests: &Manifests, old: &Manifests) -> Vec<Checked> {
+    let stored: HashMap<_, &Manifest> = old.reviewed.iter().map(|m| (m.key(), m)).collect();
+    manifests
+        .reviewed
+        .iter()
+        .map(|manifest| {
+            let previous = stored.get(&manifest.key()).map(|m| &m.object);
+            let review = Review {
+                operation: if previous.is_some() { Operation::Update } else { Operation::Create },
+                namespace: &manifest.namespace,
+                object: Some(&manifest.object),
+                old_object: previous,
+            };
+            Checked {
+                source: manifest.source.clone(),
+                namespace: manifest.namespace.clone(),
+                evaluation: evaluate(policy, review),
+            }
+        })
+        .collect()
+}
+
+/// Renders results for people: each object's verdict, denials as the server words them.
+pub fn render_text(results: &[Checked], other_kinds: usize) -> String {
+    let mut text = String::new();
+    let (mut denied, mut warned, mut passed, mut foreign) = (0, 0, 0, 0);
+    for checked in results {
+        let e = &checked.evaluation;
+        let kind = e.kind.map_or("object", ResourceKind::as_str);
+        if !e.dx {
+            foreign += 1;
+            continue;
+        }
+        if let Some(message) = e.denial_message() {
+            denied += 1;
+            text.push_str(&format!("{}: {message}\n", checked.source));
+        } else {
+            passed += 1;
+            text.push_str(&format!("{}: {kind} {} passed (DX schema {})\n", checked.source, e.object_name, version(e)));
+        }
+        let warnings = e.warnings();
+        if !warnings.is_empty() {
+            warned += 1;
+        }
+        for warning in warnings {
+            text.push_str(&format!("  Warning: {warning}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "{} DX objects checked: {denied} denied, {passed} passed ({warned} with warnings); {foreign} not DX, {other_kinds} of other kinds\n",
+        denied + passed
+    ));
+    text
+}
+
+fn version(e: &Evaluation) -> &str {
+    e.schema_version.as_deref().unwrap_or("unknown")
+}
+
+/// Renders results as JSON for tools.
+pub fn render_json(results: &[Checked]) -> Value {
+    let objects: Vec<Value> = results
+        .iter()
+        .map(|checked| {
+            let e = &checked.evaluation;
+            json!({
+                "source": checked.source,
+                "kind": e.kind.map(ResourceKind::as_str),
+                "namespace": checked.namespace,
+                "name": e.object_name.rsplit('/').next(),
+                "dx": e.dx,
+                "schemaVersion": e.schema_version,
+                "verdict": if e.denied() { "denied" } else if e.with_severity(Severity::Warn).next().is_some() { "warned" } else { "allowed" },
+                "message": e.denial_message(),
+                "findings": e.findings.iter().map(|j| json!({
+                    "rule": j.finding.rule,
+                    "severity": j.severity.as_str(),
+                    "path": j.finding.path.to_string(),
+                    "message": j.finding.message,
+                    "fix": j.finding.hint.as_deref().unwrap_or(j.fix),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "objects": objects })
+}
+
+/// Runs `check` end to end and returns the exit code.
+pub fn run(args: &crate::cli::CheckArgs, settings: &Settings) -> i32 {
+    let schemas = match SchemaSet::load(&args.schemas) {
+        Ok(schemas) => schemas,
+        Err(error) => {
+            eprintln!("error: --schemas: {error}");
+            return EXIT_INPUT;
+        }
+    };
+    let read = |paths: &[PathBuf]| read_manifests(paths, &args.namespace);
+    let (manifests, old) = match (read(&args.files), read(&args.old)) {
+        (Ok(manifests), Ok(old)) => (manifests, old),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("error: {error}");
+            return EXIT_INPUT;
+        }
+    };
+    let results = check(Policy { settings, schemas: &schemas }, &manifests, &old);
+    match args.output {
+        OutputFormat::Text => print!("{}", render_text(&results, manifests.other_kinds)),
+        OutputFormat::Json => println!("{:#}", render_json(&results)),
+    }
+    if results.iter().any(|c| c.evaluation.denied()) { EXIT_DENIED } else { EXIT_CLEAN }
+}

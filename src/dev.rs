@@ -1,0 +1,174 @@
+//! `serve --dev`: a development CA and a serving certificate for localhost, generated with rcgen
+//! into `certs/dev/` (reused while valid), and the webhook configurations that point at them.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::server::tls::load_pair;
+
+pub const CA_FILE: &str = "ca.crt";
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+/// Dev certificates are renewed when they have less than this left.
+const MIN_REMAINING: Duration = Duration::days(7);
+
+/// The files of a dev certificate set.
+pub struct DevCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Whether they were generated now (rather than reused).
+    pub generated: bool,
+}
+
+/// Reuses the dev certificates in `dir` if they are valid for a week more, else writes new ones.
+pub fn ensure(dir: &Path) -> anyhow::Result<DevCerts> {
+    let certs =
+        DevCerts { ca: dir.join(CA_FILE), cert: dir.join(CERT_FILE), key: dir.join(KEY_FILE), generated: false };
+    if reusable(&certs) {
+        return Ok(certs);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--dev-cert-dir {}: {e}", dir.display()))?;
+    let (ca_pem, cert_pem, key_pem) = generate(OffsetDateTime::now_utc())?;
+    std::fs::write(&certs.ca, ca_pem)?;
+    std::fs::write(&certs.cert, cert_pem)?;
+    write_private(&certs.key, &key_pem)?;
+    Ok(DevCerts { generated: true, ..certs })
+}
+
+fn reusable(certs: &DevCerts) -> bool {
+    if !certs.ca.exists() {
+        return false;
+    }
+    match load_pair(&certs.cert, &certs.key) {
+        Ok(pair) => pair.not_after > (OffsetDateTime::now_utc() + MIN_REMAINING).unix_timestamp(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(pem.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
+    std::fs::write(path, pem)
+}
+
+/// A CA (valid 1 year) and a serving certificate for localhost and 127.0.0.1 (90 days).
+/// Returns PEM: CA certificate, serving certificate, serving key.
+pub fn generate(now: OffsetDateTime) -> anyhow::Result<(String, String, String)> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "dx-admission dev CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now - Duration::minutes(5);
+    ca.not_after = now + Duration::days(365);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    leaf.distinguished_name.push(DnType::CommonName, "dx-admission (dev)");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = now - Duration::minutes(5);
+    leaf.not_after = now + Duration::days(90);
+    let cert = leaf.signed_by(&key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Validating and mutating webhook configurations pointing at `base_url` by `url:`.
+pub fn webhook_configurations(base_url: &str, ca_pem: &[u8]) -> String {
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    // Both webhooks skip kube-system and see DX objects only.
+    let selectors = "    namespaceSelector:
+      matchExpressions:
+        - {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}
+    objectSelector:
+      matchLabels:
+        app.kubernetes.io/part-of: dx";
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: dx-admission
+webhooks:
+  - name: validate.dx-admission.hcl.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: Fail
+    timeoutSeconds: 10
+    clientConfig:
+      url: {base_url}/validate
+      caBundle: {ca_bundle}
+    rules:
+      - apiGroups: [""]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE, DELETE]
+        resources: [configmaps]
+      - apiGroups: [apps]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE, DELETE]
+        resources: [statefulsets, deployments]
+{selectors}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: dx-admission
+webhooks:
+  - name: mutate.dx-admission.hcl.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: Fail
+    timeoutSeconds: 10
+    reinvocationPolicy: IfNeeded
+    clientConfig:
+      url: {base_url}/mutate
+      caBundle: {ca_bundle}
+    rules:
+      - apiGroups: [apps]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE]
+        resources: [statefulsets, deployments]
+{selectors}
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_pair_loads_and_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path()).unwrap();
+        assert!(first.generated);
+        let pair = load_pair(&first.cert, &first.key).unwrap();
+        let second = ensure(dir.path()).unwrap();
+        assert!(!second.generated, "valid dev certificates are reused");
+        assert_eq!(load_pair(&second.cert, &second.key).unwrap().serial, pair.serial);
+    }
+
+    #[test]
+    fn expiring_pair_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = generate(OffsetDateTime::now_utc() - Duration::days(88)).unwrap();
+        std::fs::write(dir.path().join(CA_FILE), ca).unwrap();
+        std::fs::write(dir.path().join(CERT_FILE), cert).unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), key).unwrap();
+        assert!(ensure(dir.path()).unwrap().generated, "a pair with 2 days left is renewed");
+    }
+}

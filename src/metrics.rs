@@ -1,0 +1,158 @@
+//! Prometheus metrics. Names and labels are public API, documented in the README: keep them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The admission endpoint a review came through.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Mutate => "mutate",
+        }
+    }
+}
+
+/// The answer given to a review.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed with no warnings.
+    Allowed,
+    /// Allowed, with `Warning:` lines.
+    Warned,
+    Denied,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Warned => "warned",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub endpoint: &'static str,
+    pub kind: String,
+    pub operation: &'static str,
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub rule: &'static str,
+    pub severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric dx-admission exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub review_duration: Family<EndpointLabels, Histogram>,
+    pub reviews_in_flight: Gauge,
+    pub bad_requests: Family<RejectLabels, Counter>,
+    pub findings: Family<FindingLabels, Counter>,
+    pub tls_reloads: Family<ResultLabels, Counter>,
+    pub certificate_expiry: Gauge,
+    pub schema_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("dx_admission");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews answered, by endpoint, kind, operation and verdict",
+            reviews.clone(),
+        );
+        let review_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 25 µs to about 1.6 s.
+            Histogram::new(exponential_buckets(0.000_025, 2.0, 17))
+        });
+        registry.register(
+            "review_duration_seconds",
+            "Time from a complete request body to the answer",
+            review_duration.clone(),
+        );
+        let reviews_in_flight = Gauge::default();
+        registry.register("reviews_in_flight", "Reviews being evaluated now", reviews_in_flight.clone());
+        let bad_requests = Family::<RejectLabels, Counter>::default();
+        registry.register("bad_requests", "Requests refused before evaluation, by reason", bad_requests.clone());
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register("findings", "Findings reported, by rule id and effective severity", findings.clone());
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("tls_reloads", "Serving certificate reloads, ok or failed", tls_reloads.clone());
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate expires",
+            certificate_expiry.clone(),
+        );
+        let schema_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("schema_reloads", "Schema set reloads, ok or failed", schema_reloads.clone());
+        // Both results exist from the start, so a rate() over them is defined before the first reload.
+        for family in [&tls_reloads, &schema_reloads] {
+            for result in ["ok", "failed"] {
+                drop(family.get_or_create(&ResultLabels { result }));
+            }
+        }
+        Self {
+            registry,
+            reviews,
+            review_duration,
+            reviews_in_flight,
+            bad_requests,
+            findings,
+            tls_reloads,
+            certificate_expiry,
+            schema_reloads,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn count_reload(family: &Family<ResultLabels, Counter>, ok: bool) {
+        family.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+}

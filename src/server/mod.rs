@@ -1,0 +1,267 @@
+//! The server: admission endpoints over TLS, health and metrics over plain HTTP on their own
+//! port, hot reload of certificates and schemas, and a graceful drain on shutdown.
+
+mod error;
+mod listener;
+mod reload;
+mod review;
+mod schemas;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use error::ApiError;
+pub use schemas::SchemaStore;
+pub use tls::{CertStore, TlsError};
+
+use crate::metrics::Metrics;
+use crate::policy::Settings;
+use crate::policy::schema::SchemaError;
+
+/// Limits that keep one client from hurting the others.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The API server sends at most 3 MiB; anything larger is refused with 413.
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    /// Time to read the body and get an evaluation slot; well under the API server's timeout.
+    pub review_timeout: Duration,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    pub max_concurrent_reviews: usize,
+    /// After SIGTERM: how long to keep serving while not ready, so endpoints can update.
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight requests get before connections are closed.
+    pub shutdown_grace: Duration,
+    /// Safety-net re-read of certificates and schemas.
+    pub reload_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 3 * 1024 * 1024,
+            max_json_depth: 100,
+            review_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(5),
+            max_concurrent_reviews: 64,
+            drain_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+            reload_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything `serve` needs, already parsed.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub schemas: PathBuf,
+    pub settings: Settings,
+    pub limits: Limits,
+}
+
+/// Why the server did not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] TlsError),
+    #[error("--schemas: {0}")]
+    Schemas(#[from] SchemaError),
+    #[error("--{flag}: cannot listen on {addr}: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Readiness: certificates loaded and schemas compiled (both before binding), and not draining.
+#[derive(Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// State shared by every request.
+pub struct AppState {
+    pub settings: Settings,
+    pub schemas: SchemaStore,
+    pub certs: Arc<CertStore>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub limits: Limits,
+    evaluations: Semaphore,
+}
+
+/// The TLS port's routes: the admission endpoints.
+pub fn admission_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/validate", post(review::validate))
+        .route("/mutate", post(review::mutate))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The plain-HTTP port's routes: health and metrics.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    review::refuse(&state, ApiError::NotFound { path: uri.path().to_owned() })
+}
+
+async fn method_not_allowed(State(state): State<Arc<AppState>>, method: Method) -> Response {
+    review::refuse(&state, ApiError::MethodNotAllowed { method: method.to_string() })
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode()).into_response()
+}
+
+/// A started server.
+pub struct Server {
+    pub tls_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop_accepting: CancellationToken,
+    stop_all: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Server {
+    /// Loads certificates and schemas, then binds both ports. Nothing binds if anything is wrong.
+    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let certs = Arc::new(CertStore::load(config.tls_cert, config.tls_key, Arc::clone(&metrics))?);
+        let schemas = SchemaStore::load(config.schemas, Arc::clone(&metrics))?;
+        let tls = tls::server_config(Arc::clone(&certs))?;
+        let bind = |flag, addr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
+        };
+        let tls_listener = bind("listen", config.listen).await?;
+        let ops_listener = bind("metrics-listen", config.metrics_listen).await?;
+        let local = |listener: &TcpListener, flag, addr| {
+            listener.local_addr().map_err(|source| StartError::Bind { flag, addr, source })
+        };
+        let tls_addr = local(&tls_listener, "listen", config.listen)?;
+        let ops_addr = local(&ops_listener, "metrics-listen", config.metrics_listen)?;
+        let limits = config.limits;
+        let state = Arc::new(AppState {
+            settings: config.settings,
+            schemas,
+            certs: Arc::clone(&certs),
+            metrics,
+            readiness: Readiness::default(),
+            evaluations: Semaphore::new(limits.max_concurrent_reviews.max(1)),
+            limits: limits.clone(),
+        });
+
+        let stop_accepting = CancellationToken::new();
+        let stop_all = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let reload_certs = Arc::clone(&certs);
+        reload::spawn(
+            "certificates",
+            certs.watched_dirs(),
+            false,
+            limits.reload_interval,
+            stop_all.clone(),
+            Arc::new(move || {
+                reload_certs.reload();
+            }),
+        );
+        let reload_state = Arc::clone(&state);
+        reload::spawn(
+            "schemas",
+            vec![state.schemas.dir().clone()],
+            true,
+            limits.reload_interval,
+            stop_all.clone(),
+            Arc::new(move || {
+                reload_state.schemas.reload();
+            }),
+        );
+        tasks.spawn(listener::serve_tls(
+            tls_listener,
+            tls,
+            admission_router(Arc::clone(&state)),
+            limits,
+            stop_accepting.clone(),
+        ));
+        let ops = ops_router(Arc::clone(&state));
+        let ops_stop = stop_all.clone();
+        tasks.spawn(async move {
+            let shutdown = async move { ops_stop.cancelled().await };
+            if let Err(error) = axum::serve(ops_listener, ops).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, "metrics port stopped");
+            }
+        });
+        info!(%tls_addr, %ops_addr, "dx-admission serving");
+        Ok(Self { tls_addr, ops_addr, state, stop_accepting, stop_all, tasks })
+    }
+
+    /// Drains and stops: not ready at once, keep serving for the drain delay, then stop
+    /// accepting and give in-flight requests the grace period.
+    pub async fn shutdown(mut self) {
+        let limits = &self.state.limits;
+        info!(drain_delay = ?limits.drain_delay, grace = ?limits.shutdown_grace, "draining");
+        self.state.readiness.start_draining();
+        tokio::time::sleep(limits.drain_delay).await;
+        self.stop_accepting.cancel();
+        // The TLS task returns once its connections closed or the grace period ran out.
+        while let Some(result) = self.tasks.join_next().await {
+            if self.tasks.len() == 1 {
+                self.stop_all.cancel();
+            }
+            if let Err(error) = result {
+                tracing::error!(%error, "server task failed");
+            }
+        }
+        self.stop_all.cancel();
+        info!("stopped");
+    }
+}

@@ -1,0 +1,163 @@
+//! The admission endpoints: read the body within limits, decode, evaluate, respond.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use kube::core::admission::AdmissionResponse;
+use tracing::{Instrument, field, info, info_span, warn};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::admission::{Decoded, decode, respond::respond};
+use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels, Verdict};
+use crate::policy::{Evaluation, Policy, Review, Severity, evaluate};
+
+pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    review(Endpoint::Validate, state, headers, body).await
+}
+
+pub async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    review(Endpoint::Mutate, state, headers, body).await
+}
+
+async fn review(endpoint: Endpoint, state: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match answer(endpoint, &state, &headers, body).await {
+        Ok(response) => Json(response.into_review()).into_response(),
+        Err(error) => refuse(&state, error),
+    }
+}
+
+/// Logs and counts a request that cannot be reviewed, and answers it.
+pub fn refuse(state: &AppState, error: ApiError) -> Response {
+    warn!(%error, reason = error.reason(), "request refused");
+    state.metrics.bad_requests.get_or_create(&crate::metrics::RejectLabels { reason: error.reason() }).inc();
+    error.into_response()
+}
+
+async fn answer(
+    endpoint: Endpoint,
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<AdmissionResponse, ApiError> {
+    check_content_type(headers)?;
+    let limits = &state.limits;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limits.max_body_bytes) {
+        return Err(ApiError::TooLarge { limit: limits.max_body_bytes });
+    }
+    let deadline = Instant::now() + limits.review_timeout;
+    let bytes = tokio::time::timeout(limits.review_timeout, axum::body::to_bytes(body, limits.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { seconds: limits.review_timeout.as_secs_f64() })?
+        .map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                ApiError::TooLarge { limit: limits.max_body_bytes }
+            } else {
+                ApiError::BodyRead(e.to_string())
+            }
+        })?;
+    let started = Instant::now();
+    let decoded = decode(&bytes, limits.max_json_depth)?;
+    let user = decoded.request.user_info.username.as_deref().unwrap_or("");
+    let span = info_span!(
+        "review",
+        uid = %decoded.request.uid,
+        kind = %decoded.request.kind.kind,
+        namespace = decoded.namespace(),
+        name = %decoded.request.name,
+        operation = %decoded.operation,
+        user,
+        dry_run = decoded.request.dry_run,
+        verdict = field::Empty,
+    );
+    async {
+        let _permit = tokio::time::timeout_at(deadline.into(), state.evaluations.acquire())
+            .await
+            .map_err(|_| ApiError::Overloaded)?
+            .map_err(|_| ApiError::Overloaded)?;
+        state.metrics.reviews_in_flight.inc();
+        let response = evaluate_and_respond(endpoint, state, &decoded);
+        state.metrics.reviews_in_flight.dec();
+        state
+            .metrics
+            .review_duration
+            .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
+            .observe(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded) -> AdmissionResponse {
+    let schemas = state.schemas.current();
+    let evaluation = match endpoint {
+        // The mutating path patches nothing yet; it answers allowed so it can be registered.
+        Endpoint::Mutate => Evaluation::default(),
+        Endpoint::Validate => evaluate(
+            Policy { settings: &state.settings, schemas: &schemas },
+            Review {
+                operation: decoded.operation,
+                namespace: decoded.namespace(),
+                object: decoded.object.as_ref(),
+                old_object: decoded.old_object.as_ref(),
+            },
+        ),
+    };
+    let response = respond(decoded, &evaluation);
+    let verdict = if !response.allowed {
+        Verdict::Denied
+    } else if response.warnings.is_some() {
+        Verdict::Warned
+    } else {
+        Verdict::Allowed
+    };
+    tracing::Span::current().record("verdict", verdict.as_str());
+    let metrics = &state.metrics;
+    metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            endpoint: endpoint.as_str(),
+            kind: decoded.request.kind.kind.clone(),
+            operation: decoded.operation.as_str(),
+            verdict: verdict.as_str(),
+        })
+        .inc();
+    for judged in &evaluation.findings {
+        metrics
+            .findings
+            .get_or_create(&FindingLabels { rule: judged.finding.rule, severity: judged.severity.as_str() })
+            .inc();
+    }
+    if evaluation.dx || verdict != Verdict::Allowed {
+        let rules: Vec<&str> = evaluation.findings.iter().map(|j| j.finding.rule).collect();
+        let audited = evaluation.with_severity(Severity::Audit).count();
+        info!(
+            verdict = verdict.as_str(),
+            schema_version = evaluation.schema_version.as_deref().unwrap_or(""),
+            rules = %rules.join(","),
+            audited,
+            "reviewed"
+        );
+    }
+    response
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::MediaType { found: String::new() });
+    };
+    let text = value.to_str().unwrap_or("");
+    let media = text.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::MediaType { found: text.to_owned() })
+    }
+}

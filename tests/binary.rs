@@ -1,0 +1,283 @@
+//! The `dx-admission` binary as people run it: `serve --dev`, shutdown on SIGTERM, start-up
+//! errors that name the flag to fix, and `check` with its exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::{Client, eventually, fixture, http_get, repo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dx-admission");
+
+/// A running `dx-admission serve`, killed when dropped.
+struct Running {
+    child: Child,
+    logs: mpsc::Receiver<Value>,
+    tls: SocketAddr,
+    ops: SocketAddr,
+    stdout: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, logs) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    let serving = loop {
+        let line = logs.recv_timeout(Duration::from_secs(20)).expect("server logs that it is serving");
+        if line["message"] == "dx-admission serving" {
+            break line;
+        }
+    };
+    let addr = |field: &str| serving[field].as_str().unwrap().parse().unwrap();
+    let (tls, ops) = (addr("tls_addr"), addr("ops_addr"));
+    let mut stdout = String::new();
+    if args.contains(&"--dev") {
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        for line in reader.lines().map_while(Result::ok) {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if line.starts_with("        app.kubernetes.io/part-of: dx") && stdout.matches("part-of: dx").count() == 2 {
+                break;
+            }
+        }
+    }
+    Running { child, logs, tls, ops, stdout }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_dev_generates_certificates_and_prints_webhook_configurations() {
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = repo().join("schemas");
+    let mut running = serve(dir.path(), &["--dev", "--schemas", schemas.to_str().unwrap(), "--drain-delay", "1s"]);
+    let ca = std::fs::read_to_string(dir.path().join("certs/dev/ca.crt")).unwrap();
+    assert!(dir.path().join("certs/dev/tls.crt").exists() && dir.path().join("certs/dev/tls.key").exists());
+
+    // The printed configurations point at the server and carry the dev CA as caBundle.
+    let printed = running.stdout.clone();
+    assert!(printed.contains(&format!("url: https://{}/validate", running.tls)), "{printed}");
+    assert!(printed.contains(&format!("url: https://{}/mutate", running.tls)), "{printed}");
+    let bundle = printed.lines().find_map(|l| l.trim().strip_prefix("caBundle: ")).expect("caBundle printed");
+    let decoded = base64::engine::general_purpose::STANDARD.decode(bundle).unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), ca);
+    let documents: Vec<Value> = common::yaml_from_str(&printed);
+    let kinds: Vec<&str> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]);
+    assert_eq!(documents[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
+
+    // The README's curl, with the dev CA.
+    let client = Client { addr: running.tls, ca_pem: ca };
+    let body = fixture("configmap-create-allowed.json");
+    let (status, answer) = client.post("/validate", "application/json", body.to_string().into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["uid"], body["request"]["uid"]);
+
+    // SIGTERM: not ready at once, still answering during the drain delay, then a clean exit.
+    sigterm(&running.child);
+    let ops = running.ops;
+    assert!(
+        eventually(Duration::from_secs(1), || async { http_get(ops, "/readyz").await == (503, "draining".into()) })
+            .await
+    );
+    let (status, _) = client.post("/validate", "application/json", body.to_string().into()).await;
+    assert_eq!(status, 200, "reviews are still answered while draining");
+    let exited = eventually(Duration::from_secs(10), || {
+        let done = matches!(running.child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the server exits after the drain");
+    assert!(running.child.wait().unwrap().success());
+    let logs: Vec<Value> = running.logs.try_iter().collect();
+    assert!(logs.iter().any(|l| l["message"] == "stopped"), "{logs:?}");
+
+    // A second start reuses the still-valid dev certificates.
+    let again = serve(dir.path(), &["--dev", "--schemas", schemas.to_str().unwrap()]);
+    let reused = std::fs::read_to_string(dir.path().join("certs/dev/ca.crt")).unwrap();
+    assert_eq!(reused, client.ca_pem);
+    drop(again);
+}
+
+fn start_error(args: &[&str]) -> (i32, String) {
+    let output = Command::new(BIN).arg("serve").args(args).output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn start_up_errors_name_the_flag_to_fix() {
+    let temp = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new("ca");
+    let (cert, key) = pki.issue();
+    let (cert_path, key_path) = (temp.path().join("tls.crt"), temp.path().join("tls.key"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let (_, other_key) = pki.issue();
+    let wrong_key = temp.path().join("other.key");
+    std::fs::write(&wrong_key, other_key).unwrap();
+    let bad_config = temp.path().join("config.yaml");
+    std::fs::write(&bad_config, "rules:\n  image-pined: warn\n").unwrap();
+    let schemas = repo().join("schemas");
+    let (c, k, s) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap(), schemas.to_str().unwrap());
+    let loopback = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-key", k], "--tls-cert <TLS_CERT>"),
+        (
+            vec!["--tls-cert", "/nonexistent/tls.crt", "--tls-key", k, "--schemas", s],
+            "--tls-cert/--tls-key: cannot read /nonexistent/tls.crt",
+        ),
+        (vec!["--tls-cert", c, "--tls-key", wrong_key.to_str().unwrap(), "--schemas", s], "do not belong together"),
+        (
+            vec!["--tls-cert", c, "--tls-key", k, "--schemas", "/nonexistent"],
+            "--schemas: cannot read /nonexistent/index.yaml",
+        ),
+        (
+            vec!["--tls-cert", c, "--tls-key", k, "--schemas", s, "--config", bad_config.to_str().unwrap()],
+            "unknown rule ids: image-pined",
+        ),
+        (
+            vec!["--tls-cert", c, "--tls-key", k, "--schemas", s, "--review-timeout", "5"],
+            "invalid value '5' for '--review-timeout",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = args.clone();
+        all.extend(loopback);
+        let (code, stderr) = start_error(&all);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let (code, stderr) = start_error(&[
+        "--tls-cert",
+        c,
+        "--tls-key",
+        k,
+        "--schemas",
+        s,
+        "--listen",
+        &taken,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&format!("--listen: cannot listen on {taken}")), "{stderr}");
+}
+
+fn check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(repo())
+        .arg("check")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_exits_0_when_clean_1_when_denied_2_on_bad_input() {
+    let (code, out, _) = check(&["-f", "examples/valid"], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with("13 DX objects checked: 0 denied, 13 passed (0 with warnings); 0 not DX, 0 of other kinds\n"),
+        "{out}"
+    );
+
+    let (code, out, _) = check(&["-f", "examples/broken/dam-as-deployment.yaml"], None);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "examples/broken/dam-as-deployment.yaml: Deployment dx/dx-dam-as-deployment rejected under DX schema v2 (1 problem):\n\
+         - metadata.labels[app.kubernetes.io/component]: dam runs as a StatefulSet, not a Deployment [component-kind] fix: deploy core, dam and persistence as StatefulSets and ring-api, content-composer and image-processor as Deployments\n\
+         1 DX objects checked: 1 denied, 0 passed (0 with warnings); 0 not DX, 0 of other kinds\n"
+    );
+
+    let (code, _, err) = check(&["-f", "examples/nothing-here.yaml"], None);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("error: examples/nothing-here.yaml: "), "{err}");
+    let (code, _, err) = check(&["-f", "-"], Some("a: [\n"));
+    assert_eq!(code, 2);
+    assert!(err.contains("<stdin>: document 1: not valid YAML or JSON"), "{err}");
+    let (code, _, err) = check(&[], None);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn check_reads_helm_template_output_from_stdin_as_json_or_yaml() {
+    let all = std::fs::read_to_string(repo().join("examples/valid/configmaps.yaml")).unwrap();
+    let service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: dx-core}\nspec: {ports: [{port: 80}]}\n";
+    let (code, out, _) = check(&["-f", "-", "-o", "json"], Some(&format!("{all}{service}")));
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let objects = report["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 7);
+    assert!(objects.iter().all(|o| o["verdict"] == "allowed" && o["schemaVersion"] == "v2"));
+
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [common::examples("broken")
+        .into_iter().find(|(f, _)| f == "ring-api-unpinned-no-probe.yaml").unwrap().1]});
+    let (code, out, _) = check(&["-f", "-", "--output", "json"], Some(&list.to_string()));
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let rules: Vec<&str> =
+        report["objects"][0]["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["image-pinned", "readiness-probe"]);
+}
+
+#[test]
+fn check_runs_update_rules_against_old_manifests() {
+    let temp = tempfile::tempdir().unwrap();
+    let old = repo().join("examples/valid/core.yaml");
+    let newer = std::fs::read_to_string(&old)
+        .unwrap()
+        .replace("app.kubernetes.io/version: 95.225.0", "app.kubernetes.io/version: 95.210.0");
+    let new_path = temp.path().join("core.yaml");
+    std::fs::write(&new_path, newer).unwrap();
+    let (code, out, _) = check(&["-f", new_path.to_str().unwrap(), "--old", old.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("- metadata.labels[app.kubernetes.io/version]: 95.225.0 -> 95.210.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0 [version-downgrade]"), "{out}");
+    let (code, _, _) = check(&["-f", new_path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "without --old the object is a CREATE");
+}

@@ -1,0 +1,334 @@
+//! The real server over real TLS on loopback: correct answers to real API-server requests,
+//! and a clear refusal for every kind of bad input.
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestServer, fixture, review};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn answers_real_api_server_requests_echoing_the_uid() {
+    let server = TestServer::start().await;
+    for name in [
+        "configmap-create-allowed.json",
+        "configmap-create-denied.json",
+        "configmap-update-helm-upgrade.json",
+        "deployment-create.json",
+        "statefulset-create.json",
+        "statefulset-update.json",
+    ] {
+        let body = fixture(name);
+        for path in ["/validate", "/mutate"] {
+            let (status, answer) = server.post(path, body.to_string()).await;
+            assert_eq!(status, 200, "{name} {path}: {answer}");
+            assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{name}");
+            assert_eq!(answer["kind"], "AdmissionReview", "{name}");
+            assert_eq!(answer["response"]["uid"], body["request"]["uid"], "{name}");
+            // None of the captured objects is a DX object: all are allowed untouched.
+            assert_eq!(answer["response"]["allowed"], true, "{name}");
+            assert!(answer["response"].get("patch").is_none(), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn answers_every_operation_and_leaves_other_kinds_alone() {
+    let server = TestServer::start().await;
+    let broken_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "dx",
+        "labels": {"app.kubernetes.io/part-of": "dx"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    let answer = server.validate(&review("CREATE", Some(&broken_pod), None)).await;
+    assert_eq!(answer["allowed"], true);
+    let config = fixture("configmap-create-allowed.json")["request"]["object"].clone();
+    for (operation, object, old) in [
+        ("CREATE", Some(&config), None),
+        ("UPDATE", Some(&config), Some(&config)),
+        ("DELETE", None, Some(&config)),
+        ("CONNECT", Some(&config), None),
+    ] {
+        let body = review(operation, object, old);
+        let answer = server.validate(&body).await;
+        assert_eq!(answer["uid"], body["request"]["uid"], "{operation}");
+        assert_eq!(answer["allowed"], true, "{operation}");
+    }
+}
+
+#[tokio::test]
+async fn speaks_http2_as_well() {
+    let server = TestServer::start().await;
+    let stream = server.client().connect_alpn(&[b"h2"]).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let body = fixture("deployment-create.json");
+    let request = hyper::Request::post("https://127.0.0.1/validate")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    use http_body_util::BodyExt;
+    let answer: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(answer["response"]["uid"], body["request"]["uid"]);
+}
+
+/// Every bad input gets its status and a JSON body whose message names the problem.
+#[tokio::test]
+async fn refuses_bad_input_with_a_clear_reason() {
+    let server = TestServer::start().await;
+    let good = fixture("statefulset-create.json");
+    let with = |pointer: &str, value: Value| {
+        let mut body = good.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        body.to_string()
+    };
+    let without = |parent: &str, key: &str| {
+        let mut body = good.clone();
+        body.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+        body.to_string()
+    };
+    let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    let deep_object = with("/request/object/metadata/annotations", {
+        let mut v = json!("x");
+        for _ in 0..120 {
+            v = json!({ "a": v });
+        }
+        v
+    });
+    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        ("empty body", String::new(), "application/json", 400, "request body is empty"),
+        (
+            "truncated JSON",
+            good.to_string()[..200].to_owned(),
+            "application/json",
+            400,
+            "request body is not a valid AdmissionReview: EOF while parsing",
+        ),
+        (
+            "not JSON",
+            "kind: AdmissionReview".into(),
+            "application/json",
+            400,
+            "request body is not a valid AdmissionReview: expected value",
+        ),
+        (
+            "JSON array",
+            "[]".into(),
+            "application/json",
+            400,
+            "request body is not a valid AdmissionReview: invalid type: sequence",
+        ),
+        ("deep nesting", deep, "application/json", 400, "request body nests JSON deeper than 100 levels"),
+        ("deep object", deep_object, "application/json", 400, "request body nests JSON deeper than 100 levels"),
+        (
+            "v1beta1",
+            with("/apiVersion", json!("admission.k8s.io/v1beta1")),
+            "application/json",
+            400,
+            "apiVersion \"admission.k8s.io/v1beta1\" is not supported: dx-admission speaks admission.k8s.io/v1 only (set admissionReviewVersions: [v1])",
+        ),
+        ("missing apiVersion", without("", "apiVersion"), "application/json", 400, "missing field `apiVersion`"),
+        (
+            "wrong kind",
+            with("/kind", json!("ConversionReview")),
+            "application/json",
+            400,
+            "kind \"ConversionReview\" is not AdmissionReview",
+        ),
+        ("no request", without("", "request"), "application/json", 400, "AdmissionReview has no request"),
+        ("missing uid", without("/request", "uid"), "application/json", 400, "missing field `uid`"),
+        (
+            "empty uid",
+            with("/request/uid", json!("")),
+            "application/json",
+            400,
+            "AdmissionReview request has an empty uid",
+        ),
+        (
+            "unknown operation",
+            with("/request/operation", json!("PATCH")),
+            "application/json",
+            400,
+            "unknown variant `PATCH`",
+        ),
+        (
+            "object of another kind",
+            with("/request/object/kind", json!("Deployment")),
+            "application/json",
+            400,
+            "request.object is a Deployment, but request.kind says StatefulSet",
+        ),
+        (
+            "object of the wrong shape",
+            with("/request/object/spec/replicas", json!("three")),
+            "application/json",
+            400,
+            "request.object is not a valid StatefulSet: invalid type: string \"three\", expected i32",
+        ),
+        (
+            "object is not an object",
+            with("/request/object", json!("x")),
+            "application/json",
+            400,
+            "request body is not a valid AdmissionReview",
+        ),
+        (
+            "missing object on CREATE",
+            with("/request/object", Value::Null),
+            "application/json",
+            400,
+            "request.object is missing for a CREATE of a StatefulSet",
+        ),
+        (
+            "oldObject of the wrong shape",
+            with(
+                "/request/oldObject",
+                json!({"kind": "StatefulSet", "apiVersion": "apps/v1", "metadata": {"name": "s"}, "spec": {"replicas": []}}),
+            ),
+            "application/json",
+            400,
+            "request.oldObject is not a valid StatefulSet",
+        ),
+        (
+            "wrong content type",
+            good.to_string(),
+            "text/plain",
+            415,
+            "content type \"text/plain\" is not supported; send application/json",
+        ),
+        ("form content type", good.to_string(), "application/x-www-form-urlencoded", 415, "send application/json"),
+    ];
+    let total = cases.len();
+    for (name, body, content_type, status, message) in cases {
+        let (got_status, answer) = server.client().post("/validate", content_type, Bytes::from(body)).await;
+        assert_eq!(got_status, status, "{name}: {answer}");
+        let text = answer["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{name}: {text:?} should contain {message:?}");
+        assert!(answer["error"].is_string(), "{name}: {answer}");
+    }
+    // Non-UTF-8 bytes.
+    let (status, answer) =
+        server.client().post("/validate", "application/json", Bytes::from_static(b"\xff\xfe{}")).await;
+    assert_eq!(status, 400, "{answer}");
+    // Every refusal is counted, by reason.
+    let (_, metrics) = server.ops("/metrics").await;
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("dx_admission_bad_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted as usize, total + 1, "{metrics}");
+    assert!(metrics.contains("dx_admission_bad_requests_total{reason=\"too_deep\"} 2"), "{metrics}");
+    assert!(metrics.contains("dx_admission_bad_requests_total{reason=\"media_type\"} 2"), "{metrics}");
+    // The server is healthy after all of it.
+    let answer = server.validate(&good).await;
+    assert_eq!(answer["allowed"], true);
+}
+
+#[tokio::test]
+async fn refuses_oversize_bodies_with_413() {
+    let server = TestServer::start().await;
+    let mut body = fixture("configmap-create-allowed.json");
+    body["request"]["object"]["data"] = json!({"big": "x".repeat(3 * 1024 * 1024)});
+    let (status, answer) = server.post("/validate", body.to_string()).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["message"], "request body is larger than the 3145728 byte limit");
+
+    // Chunked (no Content-Length): the limit holds while reading.
+    let mut sender = common::http1(server.client().connect().await.unwrap()).await;
+    let chunks = Chunked([Bytes::from(vec![b' '; 2 * 1024 * 1024]), Bytes::from(vec![b' '; 2 * 1024 * 1024])].into());
+    let request = hyper::Request::post("/validate")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(chunks)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+/// A body without a size hint, so hyper sends it with chunked transfer encoding.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_404_and_405() {
+    let server = TestServer::start().await;
+    let (status, answer) = server.post("/admit", "{}").await;
+    assert_eq!(status, 404);
+    assert_eq!(answer["message"], "no such endpoint /admit; use POST /validate or POST /mutate");
+    let mut sender = common::http1(server.client().connect().await.unwrap()).await;
+    let request =
+        hyper::Request::get("/validate").header("host", "x").body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 405);
+    let (status, body) = server.ops("/nothing").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn plaintext_http_and_tls_garbage_on_the_tls_port_are_dropped_and_harmless() {
+    let server = TestServer::start().await;
+    let mut plain = tokio::net::TcpStream::connect(server.tls_addr).await.unwrap();
+    plain.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), plain.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the server closes a plaintext connection");
+    assert!(!String::from_utf8_lossy(&buffer).contains("AdmissionReview"));
+    let mut garbage = tokio::net::TcpStream::connect(server.tls_addr).await.unwrap();
+    garbage.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 1, 2, 3]).await.unwrap();
+    drop(garbage);
+    let answer = server.validate(&fixture("deployment-create.json")).await;
+    assert_eq!(answer["allowed"], true);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let server =
+        TestServer::start_with(|config| config.limits.header_read_timeout = std::time::Duration::from_millis(300))
+            .await;
+    let mut stream = server.client().connect().await.unwrap();
+    stream.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buffer = Vec::new();
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "connection closed by the server");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served_on_their_own_port() {
+    let server = TestServer::start().await;
+    assert_eq!(server.ops("/healthz").await, (200, "ok".into()));
+    assert_eq!(server.ops("/readyz").await, (200, "ok".into()));
+    server.validate(&fixture("deployment-create.json")).await;
+    let (status, text) = server.ops("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "dx_admission_reviews_total{endpoint=\"validate\",kind=\"Deployment\",operation=\"CREATE\",verdict=\"allowed\"} 1",
+        "# TYPE dx_admission_review_duration_seconds histogram",
+        "# TYPE dx_admission_reviews_in_flight gauge",
+        "# TYPE dx_admission_tls_certificate_expiry_timestamp_seconds gauge",
+        "# TYPE dx_admission_tls_reloads counter",
+        "# TYPE dx_admission_schema_reloads counter",
+    ] {
+        assert!(text.contains(name), "metrics lack {name:?}:\n{text}");
+    }
+    assert!(server.metric("dx_admission_tls_certificate_expiry_timestamp_seconds").await > 1.7e9);
+    // The admission port does not serve health, and the ops port does not review.
+    let (status, _) = server.post("/healthz", "{}").await;
+    assert_eq!(status, 404);
+}
