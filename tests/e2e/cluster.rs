@@ -1,0 +1,258 @@
+//! A real kube-apiserver with etcd on loopback (no nodes: objects are stored and admitted, no
+//! pods run), kubectl and Helm of pinned releases. The binaries are built from the Go module
+//! proxy on first use and cached (`DX_E2E_CACHE`, default `.cache/e2e/`); the processes are stopped by their own
+//! PIDs when the cluster is dropped, also when a scenario fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+/// The pinned releases. Changing one rebuilds into a new cache directory.
+pub const KUBERNETES: &str = "v1.32.13";
+pub const HELM: &str = "v4.3.1";
+
+/// A tool built from one of the Go modules under `tests/e2e/tools/`.
+struct Tool {
+    name: &'static str,
+    module_dir: &'static str,
+    package: &'static str,
+    release: &'static str,
+}
+
+const TOOLS: [Tool; 4] = [
+    Tool { name: "etcd", module_dir: "kube", package: "go.etcd.io/etcd/server/v3", release: KUBERNETES },
+    Tool {
+        name: "kube-apiserver",
+        module_dir: "kube",
+        package: "k8s.io/kubernetes/cmd/kube-apiserver",
+        release: KUBERNETES,
+    },
+    Tool { name: "kubectl", module_dir: "kube", package: "k8s.io/kubernetes/cmd/kubectl", release: KUBERNETES },
+    Tool { name: "helm", module_dir: "helm", package: "helm.sh/helm/v4/cmd/helm", release: HELM },
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Paths of the built tools.
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub apiserver: PathBuf,
+    pub kubectl: PathBuf,
+    pub helm: PathBuf,
+}
+
+/// Where built tools are kept: `$DX_E2E_CACHE`, else `.cache/e2e/` in the repository (ignored).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("DX_E2E_CACHE").map_or_else(|| repo().join(".cache/e2e"), PathBuf::from)
+}
+
+/// Builds whatever is not cached yet. Needs Go (this machine kind has it) and the module proxy.
+pub fn ensure_binaries() -> Result<Binaries, String> {
+    let mut paths = Vec::new();
+    for tool in &TOOLS {
+        let dir = cache_dir().join(format!("{}-{}", tool.module_dir, tool.release));
+        let path = dir.join(tool.name);
+        if !path.exists() {
+            let started = Instant::now();
+            eprintln!("e2e: building {} {} (cached in {})", tool.name, tool.release, dir.display());
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let partial = dir.join(format!(".{}.partial", tool.name));
+            let status = Command::new("go")
+                .current_dir(repo().join("tests/e2e/tools").join(tool.module_dir))
+                .env("CGO_ENABLED", "0")
+                .env("GOFLAGS", "-mod=mod")
+                .args(["build", "-trimpath", "-o"])
+                .arg(&partial)
+                .arg(tool.package)
+                .status()
+                .map_err(|e| format!("cannot run go (needed to build {}): {e}", tool.name))?;
+            if !status.success() {
+                return Err(format!("go build {} failed ({status})", tool.package));
+            }
+            std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("e2e: built {} in {:.0}s", tool.name, started.elapsed().as_secs_f64());
+        }
+        paths.push(path);
+    }
+    let mut paths = paths.into_iter();
+    let mut next = || paths.next().expect("one path per tool");
+    Ok(Binaries { etcd: next(), apiserver: next(), kubectl: next(), helm: next() })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Kills a child we started, by its own handle, and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A running etcd and kube-apiserver, and the clients configured for them.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    etcd: Child,
+    apiserver: Child,
+    pub kubeconfig: PathBuf,
+    pub bins: Binaries,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        stop(&mut self.apiserver);
+        stop(&mut self.etcd);
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+impl Cluster {
+    pub fn start(bins: Binaries) -> Result<Self, String> {
+        let dir = tempfile::Builder::new().prefix("dx-e2e-").tempdir().map_err(|e| e.to_string())?;
+        let path = |name: &str| dir.path().join(name);
+
+        // PKI: a CA, the apiserver's serving pair, an admin client in system:masters, SA keys.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "e2e cluster CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let serving_key = KeyPair::generate().unwrap();
+        let serving = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let serving_pem = serving.signed_by(&serving_key, &issuer).unwrap().pem();
+        let admin_key = KeyPair::generate().unwrap();
+        let mut admin = CertificateParams::default();
+        admin.distinguished_name.push(DnType::CommonName, "admin");
+        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let admin_pem = admin.signed_by(&admin_key, &issuer).unwrap().pem();
+        let sa_key = KeyPair::generate().unwrap();
+        write(&path("ca.crt"), &ca_pem);
+        write(&path("apiserver.crt"), &serving_pem);
+        write(&path("apiserver.key"), &serving_key.serialize_pem());
+        write(&path("sa.key"), &sa_key.serialize_pem());
+        write(&path("sa.pub"), &sa_key.public_key_pem());
+
+        let (etcd_client, etcd_peer, secure) = (free_port(), free_port(), free_port());
+        let log = |name: &str| std::fs::File::create(path(name)).map(Stdio::from).map_err(|e| e.to_string());
+        let etcd = Command::new(&bins.etcd)
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(path("etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}"))
+            .args(["--unsafe-no-fsync", "--log-level=warn"])
+            .stdout(log("etcd.log")?)
+            .stderr(log("etcd.log")?)
+            .spawn()
+            .map_err(|e| format!("etcd: {e}"))?;
+        let apiserver = Command::new(&bins.apiserver)
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={secure}"))
+            .arg(format!("--tls-cert-file={}", path("apiserver.crt").display()))
+            .arg(format!("--tls-private-key-file={}", path("apiserver.key").display()))
+            .arg(format!("--client-ca-file={}", path("ca.crt").display()))
+            .arg(format!("--service-account-key-file={}", path("sa.pub").display()))
+            .arg(format!("--service-account-signing-key-file={}", path("sa.key").display()))
+            .args([
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+            ])
+            .arg(format!("--cert-dir={}", path("apiserver-certs").display()))
+            .stdout(log("apiserver.log")?)
+            .stderr(log("apiserver.log")?)
+            .spawn()
+            .map_err(|e| format!("kube-apiserver: {e}"))?;
+
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let kubeconfig = path("kubeconfig");
+        write(
+            &kubeconfig,
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{secure}\n    certificate-authority-data: {}\n\
+                 users:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+                 contexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
+                b64(&ca_pem),
+                b64(&admin_pem),
+                b64(&admin_key.serialize_pem())
+            ),
+        );
+        let cluster = Self { dir, etcd, apiserver, kubeconfig, bins };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = cluster.kubectl(&["get", "--raw=/readyz"], None);
+            if ready.status.success() && String::from_utf8_lossy(&ready.stdout).trim() == "ok" {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(cluster.dir.path().join("apiserver.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                return Err(format!("kube-apiserver not ready in 60s; last log lines:\n{}", tail.join("\n")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(cluster)
+    }
+
+    /// Runs kubectl against the cluster.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run(
+            Command::new(&self.bins.kubectl).arg(format!("--kubeconfig={}", self.kubeconfig.display())).args(args),
+            stdin,
+        )
+    }
+
+    /// Runs helm against the cluster, with its state in the cluster's temporary directory.
+    pub fn helm(&self, args: &[&str]) -> Output {
+        let home = self.dir.path().join("helm");
+        run(
+            Command::new(&self.bins.helm)
+                .env("KUBECONFIG", &self.kubeconfig)
+                .env("HELM_CACHE_HOME", home.join("cache"))
+                .env("HELM_CONFIG_HOME", home.join("config"))
+                .env("HELM_DATA_HOME", home.join("data"))
+                .args(args),
+            None,
+        )
+    }
+}
+
+fn run(command: &mut Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client starts");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("stdin written");
+    }
+    child.wait_with_output().expect("client finishes")
+}
+
+/// stdout and stderr of a finished command, for assertions and failure messages.
+pub fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}

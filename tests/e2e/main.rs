@@ -1,0 +1,492 @@
+//! End to end: dx-admission registered with a real kube-apiserver, driven by real kubectl and
+//! Helm, asserting the text users see. One process owns the cluster, so its etcd and
+//! kube-apiserver are always stopped by PID; scenarios run in order and report
+//! `N passed, M failed`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod capture;
+mod cluster;
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cluster::{Cluster, text};
+use common::{Pki, TestServer, eventually, repo, serial_of_pem};
+use dx_admission::check::{check, read_manifests};
+use dx_admission::policy::schema::SchemaSet;
+use dx_admission::policy::{Policy, Settings};
+use serde_json::Value;
+
+/// The webhook names the configurations register (as `serve --dev` prints them).
+const VALIDATING: &str = "validate.dx-admission.hcl.com";
+
+struct Env {
+    cluster: Cluster,
+    webhook: Option<TestServer>,
+}
+
+impl Env {
+    fn webhook(&self) -> &TestServer {
+        self.webhook.as_ref().expect("webhook running")
+    }
+
+    /// (Re-)registers the webhook configurations with `ca_bundle`.
+    fn register(&mut self, ca_bundle: &str) {
+        let url = format!("https://{}", self.webhook().tls_addr);
+        let manifests = dx_admission::dev::webhook_configurations(&url, ca_bundle.as_bytes());
+        let output = self.cluster.kubectl(&["apply", "-f", "-"], Some(&manifests));
+        assert!(output.status.success(), "{:?}", text(&output));
+    }
+
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let output = self.cluster.kubectl(args, None);
+        let (out, err) = text(&output);
+        (output.status.success(), out, err)
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let output = self.cluster.kubectl(args, Some(stdin));
+        let (out, err) = text(&output);
+        (output.status.success(), out, err)
+    }
+}
+
+/// The denial message the evaluation gives for an example file (asserted equal to the
+/// server's answer by the integration tests; here: equal to what kubectl prints).
+fn expected_denial(file: &str) -> String {
+    let schemas = SchemaSet::load(&repo().join("schemas")).unwrap();
+    let settings = Settings::default();
+    let manifests = read_manifests(&[repo().join(file)], "default").unwrap();
+    let none = read_manifests(&[], "default").unwrap();
+    let results = check(Policy { settings: &settings, schemas: &schemas }, &manifests, &none);
+    results[0].evaluation.denial_message().expect("the example is denied")
+}
+
+fn broken_examples() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("examples/broken"))
+        .unwrap()
+        .map(|e| format!("examples/broken/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    files.sort();
+    files
+}
+
+fn in_namespace(file: &str, namespace: &str) -> String {
+    std::fs::read_to_string(repo().join(file)).unwrap().replace("namespace: dx", &format!("namespace: {namespace}"))
+}
+
+async fn valid_deployment_is_created(env: &mut Env) {
+    let (ok, out, err) = env.kubectl(&["apply", "-f", "examples/valid/"]);
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "configmap/dx-content-composer-config created",
+            "configmap/dx-core-config created",
+            "configmap/dx-dam-config created",
+            "configmap/dx-global-config created",
+            "configmap/dx-image-processor-config created",
+            "configmap/dx-persistence-config created",
+            "configmap/dx-ring-api-config created",
+            "deployment.apps/dx-content-composer created",
+            "deployment.apps/dx-image-processor created",
+            "deployment.apps/dx-ring-api created",
+            "statefulset.apps/dx-core created",
+            "statefulset.apps/dx-dam created",
+            "statefulset.apps/dx-persistence created",
+        ]
+    );
+    // Applying again is an UPDATE of every object: still allowed. The StatefulSets with claim
+    // templates come back "configured": kubectl re-sends templates the API server has defaulted,
+    // and claim-templates-change compares them by meaning, so they pass.
+    let (ok, out, err) = env.kubectl(&["apply", "-f", "examples/valid/"]);
+    assert!(ok, "{err}");
+    let configured: Vec<&str> = out.lines().filter(|l| l.ends_with(" configured")).collect();
+    assert_eq!(
+        configured,
+        ["statefulset.apps/dx-core configured", "statefulset.apps/dx-persistence configured"],
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.ends_with(" unchanged")).count(), 11, "{out}");
+}
+
+async fn broken_examples_are_rejected_with_every_finding(env: &mut Env) {
+    // One in full, exactly as a user sees it.
+    let (ok, _, err) = env.kubectl(&["apply", "-f", "examples/broken/ring-api-unpinned-no-probe.yaml"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "Error from server (Forbidden): error when creating \"examples/broken/ring-api-unpinned-no-probe.yaml\": \
+         admission webhook \"validate.dx-admission.hcl.com\" denied the request: \
+         Deployment dx/dx-ring-api-unpinned rejected under DX schema v2 (2 problems):\n\
+         - spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned] fix: use a DX release tag (e.g. :95_CF225) or an @sha256 digest\n\
+         - spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe] fix: add a readinessProbe (e.g. an httpGet on the application's health endpoint)\n"
+    );
+    for file in broken_examples() {
+        let (ok, _, err) = env.kubectl(&["apply", "-f", &file]);
+        assert!(!ok, "{file} was accepted");
+        let expected = format!(
+            "Error from server (Forbidden): error when creating \"{file}\": admission webhook \"{VALIDATING}\" denied the request: {}\n",
+            expected_denial(&file)
+        );
+        assert_eq!(err, expected, "{file}");
+    }
+}
+
+async fn server_dry_run_denies_the_same_and_stores_nothing(env: &mut Env) {
+    for file in broken_examples() {
+        let (ok, _, err) = env.kubectl(&["apply", "--dry-run=server", "-f", &file]);
+        assert!(!ok, "{file}");
+        assert!(err.contains(&expected_denial(&file)), "{file}: {err}");
+    }
+    let (ok, _, err) = env.kubectl(&["get", "deployment", "dx-ring-api-unpinned", "-n", "dx"]);
+    assert!(!ok);
+    assert_eq!(err, "Error from server (NotFound): deployments.apps \"dx-ring-api-unpinned\" not found\n");
+
+    // In a namespace in warn mode the same object is admitted, with Warning: lines.
+    let manifest = in_namespace("examples/broken/ring-api-unpinned-no-probe.yaml", "dx-canary");
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest);
+    assert!(ok, "{err}");
+    assert_eq!(out, "deployment.apps/dx-ring-api-unpinned created (server dry run)\n");
+    assert_eq!(
+        err,
+        "Warning: spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned]\n\
+         Warning: spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe]\n"
+    );
+    let (ok, _, _) = env.kubectl(&["get", "deployment", "dx-ring-api-unpinned", "-n", "dx-canary"]);
+    assert!(!ok, "a dry run stores nothing");
+}
+
+async fn an_update_that_breaks_a_rule_is_rejected(env: &mut Env) {
+    let downgraded = in_namespace("examples/valid/core.yaml", "dx").replace("95.225.0", "95.210.0");
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &downgraded);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "admission webhook \"validate.dx-admission.hcl.com\" denied the request: StatefulSet dx/dx-core rejected under DX schema v2 (1 problem):\n\
+             - metadata.labels[app.kubernetes.io/version]: 95.225.0 -> 95.210.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0 [version-downgrade]"
+        ),
+        "{err}"
+    );
+    assert!(err.starts_with("Error from server (Forbidden): error when applying patch:"), "{err}");
+    let renamed = in_namespace("examples/valid/configmaps.yaml", "dx")
+        .replace("log.level: info\n  dx.host", "logLevel: info\n  dx.host");
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &renamed);
+    assert!(!ok);
+    assert!(
+        err.contains("- data[logLevel]: was renamed to \"log.level\" in schema v2 [schema-renamed-key] fix: rename data[logLevel] to data[log.level]; the value can stay"),
+        "{err}"
+    );
+}
+
+async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
+    let chart = repo().join("tests/e2e/charts/dx-mini");
+    let chart = chart.to_str().unwrap();
+    let helm = |args: &[&str]| {
+        let output = env.cluster.helm(args);
+        let (out, err) = text(&output);
+        (output.status.success(), out, err)
+    };
+    let (ok, out, err) =
+        helm(&["install", "mini", chart, "--namespace", "e2e-helm", "--create-namespace", "--wait=false"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    let (ok, out, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "image.tag=latest"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.ends_with(
+            "Error: UPGRADE FAILED: server-side apply failed for object e2e-helm/dx-ring-api apps/v1, Kind=Deployment: \
+             admission webhook \"validate.dx-admission.hcl.com\" denied the request: Deployment e2e-helm/dx-ring-api rejected under DX schema v2 (1 problem):\n\
+             - spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned] fix: use a DX release tag (e.g. :95_CF225) or an @sha256 digest\n"
+        ),
+        "{err}"
+    );
+    let (ok, out, err) = helm(&["history", "mini", "--namespace", "e2e-helm", "-o", "json"]);
+    assert!(ok, "{err}");
+    let history: Value = serde_json::from_str(&out).unwrap();
+    let statuses: Vec<&str> = history.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["deployed", "failed"], "{out}");
+    // A schema violation in values is refused the same way.
+    let (ok, _, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "logLevel=verbose"]);
+    assert!(!ok);
+    assert!(
+        err.contains("- data[log.level]: \"verbose\" is not one of: error, warn, info, debug, trace [schema]"),
+        "{err}"
+    );
+    // A good upgrade goes through.
+    let (ok, out, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "logLevel=debug"]);
+    assert!(ok, "{out}{err}");
+    let (_, data, _) = env.kubectl(&[
+        "get",
+        "configmap",
+        "dx-ring-api-config",
+        "-n",
+        "e2e-helm",
+        "-o",
+        "jsonpath={.data.log\\.level}",
+    ]);
+    assert_eq!(data, "debug");
+}
+
+async fn certificates_rotate_under_load_without_a_failed_request(env: &mut Env) {
+    let failures = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kubeconfig = env.cluster.kubeconfig.clone();
+    let kubectl = env.cluster.bins.kubectl.clone();
+    let manifest = repo().join("examples/valid/ring-api.yaml");
+    let load = {
+        let (failures, requests, stop) = (Arc::clone(&failures), Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let output = std::process::Command::new(&kubectl)
+                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                    .args(["apply", "--dry-run=server", "-f"])
+                    .arg(&manifest)
+                    .output()
+                    .unwrap();
+                requests.fetch_add(1, Ordering::SeqCst);
+                if !output.status.success() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    errors.push(String::from_utf8_lossy(&output.stderr).into_owned());
+                }
+            }
+            errors
+        })
+    };
+    let next_ca = Pki::new("dx-admission test CA (next)");
+    let webhook = env.webhook.as_mut().unwrap();
+    let both = format!("{}{}", webhook.pki.ca_pem, next_ca.ca_pem);
+    // The test's own client trusts both CAs, so it can watch which pair serves.
+    let client = common::Client { ca_pem: both.clone(), ..webhook.client() };
+    let wait_for = |serial: String| {
+        let client = client.clone();
+        async move { eventually(Duration::from_secs(10), || async { client.serial().await == serial }).await }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 1. A new serving pair from the same CA.
+    let (cert, key) = webhook.pki.issue();
+    webhook.mount.swap(&cert, &key);
+    assert!(wait_for(serial_of_pem(&cert)).await, "the rotated pair serves");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 2. A CA roll: both CAs in the bundle, then a pair from the new CA, then the new CA alone.
+    env.register(&both);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let webhook = env.webhook.as_mut().unwrap();
+    let (cert, key) = next_ca.issue();
+    webhook.mount.swap(&cert, &key);
+    assert!(wait_for(serial_of_pem(&cert)).await, "the pair from the new CA serves");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.register(&next_ca.ca_pem.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().unwrap();
+    let (done, failed) = (requests.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
+    println!("e2e: rotation under load: {done} kubectl applies, {failed} failed");
+    assert!(done >= 10, "the load ran ({done} requests)");
+    assert_eq!(failed, 0, "failed requests during rotation: {errors:?}");
+}
+
+async fn api_server_requests_are_captured_for_replay(env: &mut Env) {
+    let webhook = env.webhook();
+    let (cert, key) = webhook.pki.issue();
+    let capture = capture::Capture::start(&cert, &key).await;
+    let ca = base64_encode(&webhook.pki.ca_pem);
+    let config = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: e2e-capture\n\
+         webhooks:\n  - name: capture.e2e.dx-admission.hcl.com\n    admissionReviewVersions: [v1]\n    sideEffects: None\n    failurePolicy: Ignore\n\
+         \x20   clientConfig:\n      url: https://{}/capture\n      caBundle: {ca}\n\
+         \x20   rules:\n      - apiGroups: [\"\", apps]\n        apiVersions: [v1]\n        operations: [CREATE, UPDATE, DELETE]\n        resources: [configmaps, statefulsets, deployments]\n\
+         \x20   namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: e2e-capture\n",
+        capture.addr
+    );
+    // The capture CA is the original test CA; after the CA roll the webhook serves from another.
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &config);
+    assert!(ok, "{err}");
+    let (ok, _, err) = env.kubectl(&["create", "namespace", "e2e-capture"]);
+    assert!(ok, "{err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let core = in_namespace("examples/valid/core.yaml", "e2e-capture");
+    let config_map = in_namespace("examples/valid/configmaps.yaml", "e2e-capture");
+    let ring = in_namespace("examples/valid/ring-api.yaml", "e2e-capture");
+    for manifest in [&core, &config_map, &ring] {
+        let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &core.replace("replicas: 2", "replicas: 3"));
+    assert!(ok, "{err}");
+    let broken = in_namespace("examples/broken/core-config-bad-values.yaml", "e2e-capture");
+    let (ok, _, _) = env.kubectl_stdin(&["apply", "-f", "-"], &broken);
+    assert!(!ok);
+    let (ok, _, err) = env.kubectl(&["delete", "configmap", "dx-dam-config", "-n", "e2e-capture"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = env.kubectl(&["delete", "validatingwebhookconfiguration", "e2e-capture"]);
+    assert!(ok, "{err}");
+
+    let bodies = capture.bodies.lock().unwrap().clone();
+    let operations: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["request"]["operation"].as_str().unwrap().to_owned(),
+                b["request"]["kind"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("CREATE", "StatefulSet"),
+        ("CREATE", "ConfigMap"),
+        ("CREATE", "Deployment"),
+        ("UPDATE", "StatefulSet"),
+        ("DELETE", "ConfigMap"),
+    ] {
+        assert!(
+            operations.contains(&(expected.0.into(), expected.1.into())),
+            "{expected:?} not captured: {operations:?}"
+        );
+    }
+    for body in &bodies {
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    }
+    // Every captured request gets the same answer from dx-admission as the API server got.
+    for body in &bodies {
+        let answer = env.webhook().validate(body).await;
+        assert_eq!(answer["uid"], body["request"]["uid"]);
+        let denied = body["request"]["name"] == "dx-core-config-typos";
+        assert_eq!(answer["allowed"], !denied, "{}", body["request"]["name"]);
+    }
+    let target = if std::env::var_os("DX_E2E_UPDATE_FIXTURES").is_some() {
+        repo().join("tests/fixtures/admission-reviews/e2e")
+    } else {
+        env.cluster.dir.path().join("captured")
+    };
+    if target.exists() && std::env::var_os("DX_E2E_UPDATE_FIXTURES").is_some() {
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+    let written = capture.save(&target);
+    println!("e2e: captured {} AdmissionReview bodies into {}", written.len(), target.display());
+}
+
+async fn with_the_webhook_down_dx_changes_are_refused_and_others_work(env: &mut Env) {
+    let webhook = env.webhook.take().unwrap();
+    let addr = webhook.tls_addr;
+    if let Some(server) = webhook.server {
+        server.shutdown().await;
+    }
+    // The mutating webhook is called first, so its failure is what the user sees.
+    let manifest = in_namespace("examples/valid/dam.yaml", "dx").replace("replicas: 2", "replicas: 3");
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(!ok);
+    let config = in_namespace("examples/valid/configmaps.yaml", "dx")
+        .replace("log.level: info\n  dx.host", "log.level: debug\n  dx.host");
+    let (ok, _, config_err) = env.kubectl_stdin(&["apply", "-f", "-"], &config);
+    assert!(!ok, "ConfigMaps are guarded by the validating webhook alone");
+    assert!(
+        config_err.contains(&format!(
+            "Internal error occurred: failed calling webhook \"validate.dx-admission.hcl.com\": failed to call webhook: Post \"https://{addr}/validate?timeout=10s\": dial tcp {addr}: connect: connection refused"
+        )),
+        "{config_err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "Internal error occurred: failed calling webhook \"mutate.dx-admission.hcl.com\": failed to call webhook: Post \"https://{addr}/mutate?timeout=10s\": dial tcp {addr}: connect: connection refused"
+        )),
+        "{err}"
+    );
+    // Objects the selectors exclude keep working: non-DX objects, and kube-system.
+    let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain, namespace: dx}\ndata: {a: b}\n";
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], plain);
+    assert!(ok, "{err}");
+    assert_eq!(out, "configmap/plain created\n");
+    let system = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dx-in-kube-system\n  namespace: kube-system\n  labels: {app.kubernetes.io/part-of: dx}\ndata: {a: b}\n";
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], system);
+    assert!(ok, "{err}");
+    assert_eq!(out, "configmap/dx-in-kube-system created\n");
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+type Scenario = for<'a> fn(&'a mut Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
+    };
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let bins = match cluster::ensure_binaries() {
+        Ok(bins) => bins,
+        Err(error) => {
+            eprintln!("e2e: cannot build the cluster binaries: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let built = started.elapsed();
+    let cluster = match Cluster::start(bins) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("e2e: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "e2e: kube-apiserver {} ready {:.1}s after the binaries",
+        cluster::KUBERNETES,
+        (started.elapsed() - built).as_secs_f64()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let settings: Settings = serde_yaml_ng::from_str("namespaces:\n  dx-canary: {mode: warn}\n").unwrap();
+    let webhook = runtime.block_on(TestServer::start_with(move |config| config.settings = settings));
+    let ca = webhook.pki.ca_pem.clone();
+    let mut env = Env { cluster, webhook: Some(webhook) };
+    env.register(&ca);
+    for namespace in ["dx", "dx-canary"] {
+        let (ok, _, err) = env.kubectl(&["create", "namespace", namespace]);
+        assert!(ok, "{err}");
+    }
+    std::env::set_current_dir(repo()).unwrap();
+
+    let scenarios = scenarios![
+        valid_deployment_is_created,
+        broken_examples_are_rejected_with_every_finding,
+        server_dry_run_denies_the_same_and_stores_nothing,
+        an_update_that_breaks_a_rule_is_rejected,
+        helm_upgrade_that_breaks_a_rule_fails_readably,
+        api_server_requests_are_captured_for_replay,
+        certificates_rotate_under_load_without_a_failed_request,
+        with_the_webhook_down_dx_changes_are_refused_and_others_work,
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in scenarios {
+        let begun = Instant::now();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(scenario(&mut env))));
+        let seconds = begun.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                passed += 1;
+                println!("e2e: {name} ... ok ({seconds:.1}s)");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("e2e: {name} ... FAILED ({seconds:.1}s)");
+            }
+        }
+    }
+    drop(env);
+    println!("e2e: {:.0}s in all ({:.0}s building binaries)", started.elapsed().as_secs_f64(), built.as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
