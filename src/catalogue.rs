@@ -1,6 +1,7 @@
 //! The rule catalogue for people: `dx-admission rules` and the generated `docs/rules.md`.
 
 use crate::policy::rules::RULES;
+use crate::server::guard;
 
 fn kinds(rule: &crate::policy::rules::Rule) -> String {
     rule.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
@@ -25,7 +26,21 @@ pub fn text() -> String {
             fix = rule.fix,
         ));
     }
+    out.push_str(&format!(
+        "{id}  [deny]  {title}\n    kinds: ConfigMap, Secret; operations: DELETE (needs --cluster)\n    why: {why}\n    fix: {fix}\n",
+        id = guard::CONFIG_IN_USE,
+        title = guard::TITLE,
+        why = guard::RATIONALE,
+        fix = guard::FIX,
+    ));
     out
+}
+
+/// Every configurable rule id: the catalogue's and the delete guard's.
+pub fn rule_ids() -> Vec<&'static str> {
+    let mut ids = crate::policy::rules::ids();
+    ids.push(guard::CONFIG_IN_USE);
+    ids
 }
 
 /// The catalogue as Markdown; `docs/rules.md` is exactly this.
@@ -47,6 +62,11 @@ pub fn markdown() -> String {
             rule.title
         ));
     }
+    out.push_str(&format!(
+        "| `{}` | deny | ConfigMap, Secret | DELETE | {} (needs `--cluster`) |\n",
+        guard::CONFIG_IN_USE,
+        guard::TITLE
+    ));
     for rule in RULES {
         out.push_str(&format!(
             "\n## `{}`\n\n{}\n\n- Default severity: `{}`\n- Applies to: {} on {}\n- Why: {}\n- Fix: {}\n",
@@ -59,6 +79,15 @@ pub fn markdown() -> String {
             rule.fix
         ));
     }
+    out.push_str(&format!(
+        "\n## `{}`\n\n{}\n\n- Default severity: `deny`\n- Applies to: ConfigMap, Secret on DELETE, with `--cluster` \
+         (the delete guard, `src/server/guard.rs`, uses the workload index of the rollout controller)\n\
+         - Why: {}\n- Fix: {}\n",
+        guard::CONFIG_IN_USE,
+        guard::TITLE,
+        guard::RATIONALE,
+        guard::FIX
+    ));
     out
 }
 
@@ -76,7 +105,7 @@ mod tests {
 
     #[test]
     fn rule_ids_are_unique_kebab_case() {
-        let ids = crate::policy::rules::ids();
+        let ids = super::rule_ids();
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         sorted.dedup();

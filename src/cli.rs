@@ -103,6 +103,34 @@ pub struct ServeArgs {
     /// Periodic re-read of certificates and schemas, besides watching their directories.
     #[arg(long, env = "DX_ADMISSION_RELOAD_INTERVAL", default_value = "60s")]
     pub reload_interval: FlagDuration,
+    /// Connect to the Kubernetes API (in-cluster, $KUBECONFIG, or --kubeconfig) for config
+    /// checksums on /mutate, the rollout controller and the delete guard.
+    #[arg(long, env = "DX_ADMISSION_CLUSTER")]
+    pub cluster: bool,
+    /// Kubeconfig file for --cluster (default: in-cluster service account, else $KUBECONFIG).
+    #[arg(long, env = "DX_ADMISSION_KUBECONFIG", requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Key for Secret checksums (HMAC-SHA256), shared by every replica; at least 16 bytes.
+    /// Required with --cluster; --dev generates one in --dev-cert-dir.
+    #[arg(long, env = "DX_ADMISSION_CHECKSUM_KEY_FILE")]
+    pub checksum_key_file: Option<PathBuf>,
+    /// Config changes arriving within this window roll each workload once.
+    #[arg(long, env = "DX_ADMISSION_ROLLOUT_DEBOUNCE", default_value = "2s")]
+    pub rollout_debounce: FlagDuration,
+    /// At most this many workload re-stamps per second.
+    #[arg(long, env = "DX_ADMISSION_ROLLOUT_MAX_PATCHES_PER_SECOND", default_value_t = 5)]
+    pub rollout_max_patches_per_second: u32,
+    /// Namespace of the rollout controller's Lease (the chart sets the pod's namespace).
+    #[arg(long, env = "DX_ADMISSION_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, env = "DX_ADMISSION_LEASE_NAME", default_value = "dx-admission-rollout")]
+    pub lease_name: String,
+    /// This replica's name in the Lease [default: the host name].
+    #[arg(long, env = "DX_ADMISSION_IDENTITY")]
+    pub identity: Option<String>,
+    /// Time a direct read of a ConfigMap or Secret missing from the cache may take.
+    #[arg(long, env = "DX_ADMISSION_FETCH_TIMEOUT", default_value = "1s")]
+    pub fetch_timeout: FlagDuration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -15,6 +15,23 @@ pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 
+pub const CHECKSUM_KEY_FILE: &str = "checksum.key";
+
+/// The dev HMAC key for Secret checksums in `dir`, generated once (32 random bytes, hex).
+pub fn ensure_checksum_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(CHECKSUM_KEY_FILE);
+    if let Ok(key) = std::fs::read(&path) {
+        return Ok(key.trim_ascii().to_vec());
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the dev checksum key"))?;
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(dir)?;
+    write_private(&path, &key)?;
+    Ok(key.into_bytes())
+}
+
 /// Dev certificates are renewed when they have less than this left.
 const MIN_REMAINING: Duration = Duration::days(7);
 
@@ -115,13 +132,30 @@ webhooks:
     rules:
       - apiGroups: [""]
         apiVersions: [v1]
-        operations: [CREATE, UPDATE, DELETE]
+        operations: [CREATE, UPDATE]
         resources: [configmaps]
       - apiGroups: [apps]
         apiVersions: [v1]
-        operations: [CREATE, UPDATE, DELETE]
+        operations: [CREATE, UPDATE]
         resources: [statefulsets, deployments]
 {selectors}
+  # The delete guard: any ConfigMap or Secret may be needed by a DX workload, labelled or not.
+  - name: guard.dx-admission.hcl.com
+    admissionReviewVersions: [v1]
+    sideEffects: None
+    failurePolicy: Ignore
+    timeoutSeconds: 5
+    clientConfig:
+      url: {base_url}/validate
+      caBundle: {ca_bundle}
+    rules:
+      - apiGroups: [""]
+        apiVersions: [v1]
+        operations: [DELETE]
+        resources: [configmaps, secrets]
+    namespaceSelector:
+      matchExpressions:
+        - {{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}}
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration

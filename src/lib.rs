@@ -8,7 +8,9 @@
 pub mod admission;
 pub mod catalogue;
 pub mod check;
+pub mod checksum;
 pub mod cli;
+pub mod cluster;
 pub mod dev;
 pub mod metrics;
 pub mod policy;

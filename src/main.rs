@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use dx_admission::cli::{Cli, Command, RulesFormat, ServeArgs};
+use dx_admission::cluster::ClusterConfig;
 use dx_admission::policy::Settings;
 use dx_admission::server::{Limits, Server, ServerConfig};
 use dx_admission::{catalogue, check, dev, telemetry};
@@ -55,7 +56,7 @@ fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
     let settings: Settings =
         serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
-    let known = dx_admission::policy::rules::ids();
+    let known = catalogue::rule_ids();
     let unknown = settings.unknown_rule_ids(&known);
     if !unknown.is_empty() {
         anyhow::bail!(
@@ -82,6 +83,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let missing = |flag: &str| anyhow::anyhow!("{flag} must be set (or use --dev)");
         (args.tls_cert.ok_or_else(|| missing("--tls-cert"))?, args.tls_key.ok_or_else(|| missing("--tls-key"))?, None)
     };
+    let cluster = if args.cluster {
+        let key = match (&args.checksum_key_file, args.dev) {
+            (Some(path), _) => read_checksum_key(path)?,
+            (None, true) => dev::ensure_checksum_key(&args.dev_cert_dir)?,
+            (None, false) => {
+                anyhow::bail!("--checksum-key-file must be set with --cluster (a key shared by every replica)")
+            }
+        };
+        let identity =
+            args.identity.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "dx-admission".into());
+        Some(ClusterConfig {
+            kubeconfig: args.kubeconfig.clone(),
+            checksum_key: key,
+            debounce: args.rollout_debounce.0,
+            max_patches_per_second: args.rollout_max_patches_per_second,
+            lease_namespace: args.lease_namespace.clone(),
+            lease_name: args.lease_name.clone(),
+            identity,
+            fetch_timeout: args.fetch_timeout.0,
+        })
+    } else {
+        None
+    };
     let config = ServerConfig {
         listen: args.listen.unwrap_or(if args.dev { loopback(8443) } else { any(8443) }),
         metrics_listen: args.metrics_listen.unwrap_or(if args.dev { loopback(9090) } else { any(9090) }),
@@ -99,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_grace: args.shutdown_grace.0,
             reload_interval: args.reload_interval.0,
         },
+        cluster,
     };
     let server = Server::start(config).await?;
     tracing::info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
@@ -120,6 +145,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// Reads the shared HMAC key for Secret checksums.
+fn read_checksum_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let key = std::fs::read(path).map_err(|e| anyhow::anyhow!("--checksum-key-file {}: {e}", path.display()))?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        anyhow::bail!("--checksum-key-file {}: the key has {} bytes; use at least 16", path.display(), key.len());
+    }
+    Ok(key)
 }
 
 async fn shutdown_signal() {

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Gauge,
     pub schema_reloads: Family<ResultLabels, Counter>,
+    pub rollouts: Family<ResultLabels, Counter>,
+    pub config_cache_entries: Gauge,
+    pub rollout_leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -125,8 +128,22 @@ impl Metrics {
         );
         let schema_reloads = Family::<ResultLabels, Counter>::default();
         registry.register("schema_reloads", "Schema set reloads, ok or failed", schema_reloads.clone());
-        // Both results exist from the start, so a rate() over them is defined before the first reload.
-        for family in [&tls_reloads, &schema_reloads] {
+        let rollouts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "rollouts",
+            "Workload pod templates re-stamped by the rollout controller, ok or failed",
+            rollouts.clone(),
+        );
+        let config_cache_entries = Gauge::default();
+        registry.register(
+            "config_cache_entries",
+            "ConfigMaps and Secrets held (as digests) in the config cache",
+            config_cache_entries.clone(),
+        );
+        let rollout_leader = Gauge::default();
+        registry.register("rollout_leader", "1 while this replica holds the rollout Lease", rollout_leader.clone());
+        // Both results exist from the start, so a rate() over them is defined before the first event.
+        for family in [&tls_reloads, &schema_reloads, &rollouts] {
             for result in ["ok", "failed"] {
                 drop(family.get_or_create(&ResultLabels { result }));
             }
@@ -141,6 +158,9 @@ impl Metrics {
             tls_reloads,
             certificate_expiry,
             schema_reloads,
+            rollouts,
+            config_cache_entries,
+            rollout_leader,
         }
     }
 
@@ -152,7 +172,7 @@ impl Metrics {
         text
     }
 
-    pub fn count_reload(family: &Family<ResultLabels, Counter>, ok: bool) {
+    pub fn count_result(family: &Family<ResultLabels, Counter>, ok: bool) {
         family.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
     }
 }

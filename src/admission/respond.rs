@@ -25,24 +25,35 @@ pub fn respond(decoded: &Decoded, evaluation: &Evaluation) -> AdmissionResponse 
     let Some(message) = evaluation.denial_message() else {
         return response;
     };
+    let causes = evaluation
+        .with_severity(Severity::Deny)
+        .map(|j| StatusCause {
+            reason: j.finding.rule.to_owned(),
+            message: j.finding.message.clone(),
+            field: j.finding.path.to_string(),
+        })
+        .collect();
+    deny(response, decoded, message, causes)
+}
+
+/// Turns a response into a denial: 403 Forbidden, the readable message, and the findings as
+/// `status.details.causes` (field, message, reason = rule id).
+pub fn deny(
+    response: AdmissionResponse,
+    decoded: &Decoded,
+    message: String,
+    causes: Vec<StatusCause>,
+) -> AdmissionResponse {
     let mut response = response.deny(message);
     response.result.status = Some(StatusSummary::Failure);
     response.result.code = 403;
     response.result.reason = "Forbidden".to_owned();
-    let object = evaluation.object_name.rsplit('/').next().unwrap_or_default();
     response.result.details = Some(StatusDetails {
-        name: object.to_owned(),
+        name: decoded.request.name.clone(),
         group: decoded.request.kind.group.clone(),
         kind: decoded.request.kind.kind.clone(),
         uid: String::new(),
-        causes: evaluation
-            .with_severity(Severity::Deny)
-            .map(|j| StatusCause {
-                reason: j.finding.rule.to_owned(),
-                message: j.finding.message.clone(),
-                field: j.finding.path.to_string(),
-            })
-            .collect(),
+        causes,
         retry_after_seconds: 0,
     });
     response

@@ -2,7 +2,9 @@
 //! port, hot reload of certificates and schemas, and a graceful drain on shutdown.
 
 mod error;
+pub mod guard;
 mod listener;
+mod mutate;
 mod reload;
 mod review;
 mod schemas;
@@ -28,6 +30,7 @@ pub use error::ApiError;
 pub use schemas::SchemaStore;
 pub use tls::{CertStore, TlsError};
 
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::metrics::Metrics;
 use crate::policy::Settings;
 use crate::policy::schema::SchemaError;
@@ -76,6 +79,8 @@ pub struct ServerConfig {
     pub schemas: PathBuf,
     pub settings: Settings,
     pub limits: Limits,
+    /// Connect to the Kubernetes API for config checksums, rollouts and the delete guard.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Why the server did not start. Each message names what to fix.
@@ -85,6 +90,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("--schemas: {0}")]
     Schemas(#[from] SchemaError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("--{flag}: cannot listen on {addr}: {source}")]
     Bind {
         flag: &'static str,
@@ -94,7 +101,8 @@ pub enum StartError {
     },
 }
 
-/// Readiness: certificates loaded and schemas compiled (both before binding), and not draining.
+/// Readiness: certificates loaded and schemas compiled (both before binding), the config cache
+/// synced (when connected to a cluster), and not draining.
 #[derive(Default)]
 pub struct Readiness {
     draining: AtomicBool,
@@ -118,6 +126,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub limits: Limits,
+    pub cluster: Option<Arc<Cluster>>,
     evaluations: Semaphore,
 }
 
@@ -151,10 +160,12 @@ async fn method_not_allowed(State(state): State<Arc<AppState>>, method: Method) 
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ok").into_response()
-    } else {
+    if !state.readiness.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if state.cluster.as_ref().is_some_and(|c| !c.is_synced()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "syncing the config cache").into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
     }
 }
 
@@ -190,6 +201,15 @@ impl Server {
         let tls_addr = local(&tls_listener, "listen", config.listen)?;
         let ops_addr = local(&ops_listener, "metrics-listen", config.metrics_listen)?;
         let limits = config.limits;
+        let stop_accepting = CancellationToken::new();
+        let stop_all = CancellationToken::new();
+        let cluster = match config.cluster {
+            Some(cluster) => Some(
+                Cluster::start(cluster, config.settings.selector.clone(), Arc::clone(&metrics), stop_all.clone())
+                    .await?,
+            ),
+            None => None,
+        };
         let state = Arc::new(AppState {
             settings: config.settings,
             schemas,
@@ -198,10 +218,9 @@ impl Server {
             readiness: Readiness::default(),
             evaluations: Semaphore::new(limits.max_concurrent_reviews.max(1)),
             limits: limits.clone(),
+            cluster,
         });
 
-        let stop_accepting = CancellationToken::new();
-        let stop_all = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         let reload_certs = Arc::clone(&certs);
         reload::spawn(
@@ -262,6 +281,10 @@ impl Server {
             }
         }
         self.stop_all.cancel();
+        if let Some(cluster) = &self.state.cluster {
+            // Release the rollout Lease so another replica leads at once.
+            let _ = tokio::time::timeout(Duration::from_secs(3), cluster.leader.stopped()).await;
+        }
         info!("stopped");
     }
 }

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use kube::core::admission::AdmissionResponse;
 use tracing::{Instrument, field, info, info_span, warn};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, guard, mutate};
 use crate::admission::{Decoded, decode, respond::respond};
 use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels, Verdict};
 use crate::policy::{Evaluation, Policy, Review, Severity, evaluate};
@@ -82,7 +82,20 @@ async fn answer(
             .map_err(|_| ApiError::Overloaded)?
             .map_err(|_| ApiError::Overloaded)?;
         state.metrics.reviews_in_flight.inc();
-        let response = evaluate_and_respond(endpoint, state, &decoded);
+        let response = match endpoint {
+            Endpoint::Validate => match guard::check(state, &decoded) {
+                Some(response) => {
+                    record(endpoint, state, &decoded, &response, &Evaluation::default());
+                    response
+                }
+                None => evaluate_and_respond(endpoint, state, &decoded),
+            },
+            Endpoint::Mutate => {
+                let response = mutate::stamp(state, &decoded).await;
+                record(endpoint, state, &decoded, &response, &Evaluation::default());
+                response
+            }
+        };
         state.metrics.reviews_in_flight.dec();
         state
             .metrics
@@ -97,20 +110,28 @@ async fn answer(
 
 fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded) -> AdmissionResponse {
     let schemas = state.schemas.current();
-    let evaluation = match endpoint {
-        // The mutating path patches nothing yet; it answers allowed so it can be registered.
-        Endpoint::Mutate => Evaluation::default(),
-        Endpoint::Validate => evaluate(
-            Policy { settings: &state.settings, schemas: &schemas },
-            Review {
-                operation: decoded.operation,
-                namespace: decoded.namespace(),
-                object: decoded.object.as_ref(),
-                old_object: decoded.old_object.as_ref(),
-            },
-        ),
-    };
+    let evaluation = evaluate(
+        Policy { settings: &state.settings, schemas: &schemas },
+        Review {
+            operation: decoded.operation,
+            namespace: decoded.namespace(),
+            object: decoded.object.as_ref(),
+            old_object: decoded.old_object.as_ref(),
+        },
+    );
     let response = respond(decoded, &evaluation);
+    record(endpoint, state, decoded, &response, &evaluation);
+    response
+}
+
+/// Metrics and the `reviewed` log line for one answer.
+fn record(
+    endpoint: Endpoint,
+    state: &AppState,
+    decoded: &Decoded,
+    response: &AdmissionResponse,
+    evaluation: &Evaluation,
+) {
     let verdict = if !response.allowed {
         Verdict::Denied
     } else if response.warnings.is_some() {
@@ -135,7 +156,7 @@ fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded)
             .get_or_create(&FindingLabels { rule: judged.finding.rule, severity: judged.severity.as_str() })
             .inc();
     }
-    if evaluation.dx || verdict != Verdict::Allowed {
+    if evaluation.dx || verdict != Verdict::Allowed || response.patch.is_some() {
         let rules: Vec<&str> = evaluation.findings.iter().map(|j| j.finding.rule).collect();
         let audited = evaluation.with_severity(Severity::Audit).count();
         info!(
@@ -143,10 +164,10 @@ fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded)
             schema_version = evaluation.schema_version.as_deref().unwrap_or(""),
             rules = %rules.join(","),
             audited,
+            patched = response.patch.is_some(),
             "reviewed"
         );
     }
-    response
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

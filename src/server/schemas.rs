@@ -39,12 +39,12 @@ impl SchemaStore {
             Ok(set) => {
                 info!(default_version = set.default_version(), files = set.file_count(), "schemas reloaded");
                 self.current.store(Arc::new(set));
-                Metrics::count_reload(&self.metrics.schema_reloads, true);
+                Metrics::count_result(&self.metrics.schema_reloads, true);
                 true
             }
             Err(error) => {
                 error!(%error, "refused schema change; the last good set keeps serving");
-                Metrics::count_reload(&self.metrics.schema_reloads, false);
+                Metrics::count_result(&self.metrics.schema_reloads, false);
                 false
             }
         }

@@ -120,13 +120,13 @@ impl CertStore {
                 info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
                 self.metrics.certificate_expiry.set(pair.not_after);
                 self.current.store(Arc::new(pair));
-                Metrics::count_reload(&self.metrics.tls_reloads, true);
+                Metrics::count_result(&self.metrics.tls_reloads, true);
                 true
             }
             Err(error) => {
                 let serial = self.current.load().serial.clone();
                 error!(%error, serving_serial = %serial, "refused new serving certificate; the last good one keeps serving");
-                Metrics::count_reload(&self.metrics.tls_reloads, false);
+                Metrics::count_result(&self.metrics.tls_reloads, false);
                 false
             }
         }

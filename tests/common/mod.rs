@@ -128,6 +128,7 @@ impl TestServer {
             schemas: repo().join("schemas"),
             settings: Settings::default(),
             limits: test_limits(),
+            cluster: None,
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");

@@ -8,6 +8,7 @@ mod common;
 
 mod capture;
 mod cluster;
+mod rollout;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -18,16 +19,35 @@ use std::time::{Duration, Instant};
 use cluster::{Cluster, text};
 use common::{Pki, TestServer, eventually, repo, serial_of_pem};
 use dx_admission::check::{check, read_manifests};
+use dx_admission::checksum::annotations::AGGREGATE;
+use dx_admission::cluster::ClusterConfig;
 use dx_admission::policy::schema::SchemaSet;
 use dx_admission::policy::{Policy, Settings};
 use serde_json::Value;
 
+/// The HMAC key the replicas share in these tests.
+pub const CHECKSUM_KEY: &[u8] = b"e2e shared checksum key, 32 bytes";
+
+/// Cluster mode for a replica named `identity`, with a short debounce.
+pub fn cluster_mode(kubeconfig: &std::path::Path, identity: &str) -> ClusterConfig {
+    ClusterConfig {
+        kubeconfig: Some(kubeconfig.to_owned()),
+        checksum_key: CHECKSUM_KEY.to_vec(),
+        debounce: Duration::from_millis(500),
+        max_patches_per_second: 20,
+        lease_namespace: "default".into(),
+        lease_name: "dx-admission-rollout".into(),
+        identity: identity.into(),
+        fetch_timeout: Duration::from_secs(1),
+    }
+}
+
 /// The webhook names the configurations register (as `serve --dev` prints them).
 const VALIDATING: &str = "validate.dx-admission.hcl.com";
 
-struct Env {
-    cluster: Cluster,
-    webhook: Option<TestServer>,
+pub struct Env {
+    pub cluster: Cluster,
+    pub webhook: Option<TestServer>,
 }
 
 impl Env {
@@ -36,20 +56,20 @@ impl Env {
     }
 
     /// (Re-)registers the webhook configurations with `ca_bundle`.
-    fn register(&mut self, ca_bundle: &str) {
+    pub fn register(&mut self, ca_bundle: &str) {
         let url = format!("https://{}", self.webhook().tls_addr);
         let manifests = dx_admission::dev::webhook_configurations(&url, ca_bundle.as_bytes());
         let output = self.cluster.kubectl(&["apply", "-f", "-"], Some(&manifests));
         assert!(output.status.success(), "{:?}", text(&output));
     }
 
-    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
         let output = self.cluster.kubectl(args, None);
         let (out, err) = text(&output);
         (output.status.success(), out, err)
     }
 
-    fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         let output = self.cluster.kubectl(args, Some(stdin));
         let (out, err) = text(&output);
         (output.status.success(), out, err)
@@ -155,9 +175,12 @@ async fn server_dry_run_denies_the_same_and_stores_nothing(env: &mut Env) {
     let (ok, out, err) = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest);
     assert!(ok, "{err}");
     assert_eq!(out, "deployment.apps/dx-ring-api-unpinned created (server dry run)\n");
+    // The mutating webhook warns first: the Deployment's ConfigMaps do not exist in dx-canary.
     assert_eq!(
         err,
-        "Warning: spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned]\n\
+        "Warning: ConfigMap dx-canary/dx-global-config does not exist yet; pods will not start until it does\n\
+         Warning: ConfigMap dx-canary/dx-ring-api-config does not exist yet; pods will not start until it does\n\
+         Warning: spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" uses the moving tag latest [image-pinned]\n\
          Warning: spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe]\n"
     );
     let (ok, _, _) = env.kubectl(&["get", "deployment", "dx-ring-api-unpinned", "-n", "dx-canary"]);
@@ -220,7 +243,10 @@ async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
         err.contains("- data[log.level]: \"verbose\" is not one of: error, warn, info, debug, trace [schema]"),
         "{err}"
     );
-    // A good upgrade goes through.
+    // A good upgrade that changes the ConfigMap changes the Deployment's checksum, in one rollout:
+    // the webhook stamps the Deployment Helm sends, so the controller has nothing left to do.
+    let checksum_before = rollout::template_annotation(env, "e2e-helm", "deployment", "dx-ring-api", AGGREGATE);
+    let generation_before = rollout::generation(env, "e2e-helm", "deployment", "dx-ring-api");
     let (ok, out, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "logLevel=debug"]);
     assert!(ok, "{out}{err}");
     let (_, data, _) = env.kubectl(&[
@@ -233,6 +259,12 @@ async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
         "jsonpath={.data.log\\.level}",
     ]);
     assert_eq!(data, "debug");
+    let checksum_after = rollout::template_annotation(env, "e2e-helm", "deployment", "dx-ring-api", AGGREGATE);
+    assert!(checksum_before.starts_with("sha256:"), "{checksum_before}");
+    assert_ne!(checksum_after, checksum_before, "the ConfigMap change changes the checksum");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let generation_after = rollout::generation(env, "e2e-helm", "deployment", "dx-ring-api");
+    assert_eq!(generation_after, generation_before + 1, "exactly one rollout");
 }
 
 async fn certificates_rotate_under_load_without_a_failed_request(env: &mut Env) {
@@ -420,7 +452,7 @@ fn base64_encode(text: &str) -> String {
 type Scenario = for<'a> fn(&'a mut Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
 
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
+    ($($name:path),* $(,)?) => {
         vec![$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
     };
 }
@@ -449,7 +481,11 @@ fn main() -> ExitCode {
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let settings: Settings = serde_yaml_ng::from_str("namespaces:\n  dx-canary: {mode: warn}\n").unwrap();
-    let webhook = runtime.block_on(TestServer::start_with(move |config| config.settings = settings));
+    let cluster_config = cluster_mode(&cluster.kubeconfig, "replica-a");
+    let webhook = runtime.block_on(TestServer::start_with(move |config| {
+        config.settings = settings;
+        config.cluster = Some(cluster_config);
+    }));
     let ca = webhook.pki.ca_pem.clone();
     let mut env = Env { cluster, webhook: Some(webhook) };
     env.register(&ca);
@@ -465,6 +501,10 @@ fn main() -> ExitCode {
         server_dry_run_denies_the_same_and_stores_nothing,
         an_update_that_breaks_a_rule_is_rejected,
         helm_upgrade_that_breaks_a_rule_fails_readably,
+        rollout::workloads_are_stamped_with_config_checksums,
+        rollout::a_config_change_in_the_cluster_rolls_the_workload,
+        rollout::deleting_a_config_in_use_is_refused,
+        rollout::leadership_moves_and_a_restarted_controller_patches_nothing,
         api_server_requests_are_captured_for_replay,
         certificates_rotate_under_load_without_a_failed_request,
         with_the_webhook_down_dx_changes_are_refused_and_others_work,

@@ -1,0 +1,220 @@
+//! The JSON patch that stamps a pod template with its checksum annotations: minimal, touching
+//! no other annotation, creating the map when missing, and empty when already stamped (the API
+//! server may call the webhook again, `reinvocationPolicy: IfNeeded`).
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ring::digest;
+use serde_json::Value;
+
+use super::annotations::{AGGREGATE, SOURCE_PREFIX, source_key, source_value};
+use super::digest::{SourceDigest, hex};
+use super::refs::{SourceRef, Usage, references};
+
+/// What is known of a source when stamping.
+pub enum Lookup<'a> {
+    Found(&'a SourceDigest),
+    /// Not in the cache, and a direct read found nothing.
+    Missing,
+}
+
+/// The annotations a template should carry, and warnings for required sources that do not exist.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub annotations: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+    /// Sources the template uses, for the workload index.
+    pub sources: Vec<SourceRef>,
+}
+
+/// Computes the stamp of a pod spec from what `lookup` knows of each source.
+pub fn stamp<'a>(spec: &PodSpec, namespace: &str, lookup: impl FnMut(&SourceRef) -> Lookup<'a>) -> Stamp {
+    stamp_references(&references(spec), namespace, lookup)
+}
+
+/// The same, from references already discovered.
+pub fn stamp_references<'a>(
+    references: &BTreeMap<SourceRef, Usage>,
+    namespace: &str,
+    mut lookup: impl FnMut(&SourceRef) -> Lookup<'a>,
+) -> Stamp {
+    let mut stamp = Stamp::default();
+    for (source, usage) in references {
+        match lookup(source) {
+            Lookup::Found(digest) => {
+                let checksum = digest.checksum(&usage.keys);
+                stamp.annotations.insert(source_key(source), source_value(source.kind, &checksum));
+            }
+            Lookup::Missing if usage.required => stamp.warnings.push(format!(
+                "{} {namespace}/{} does not exist yet; pods will not start until it does",
+                source.kind.as_str(),
+                source.name
+            )),
+            Lookup::Missing => {}
+        }
+        stamp.sources.push(source.clone());
+    }
+    if !stamp.annotations.is_empty() {
+        let mut context = digest::Context::new(&digest::SHA256);
+        for (key, value) in &stamp.annotations {
+            context.update(key.as_bytes());
+            context.update(b"=");
+            context.update(value.as_bytes());
+            context.update(b"\n");
+        }
+        stamp.annotations.insert(AGGREGATE.to_owned(), format!("sha256:{}", hex(context.finish().as_ref())));
+    }
+    stamp
+}
+
+/// Whether dx-admission owns an annotation key (and may remove it when stale).
+pub fn is_checksum_key(key: &str) -> bool {
+    key == AGGREGATE || key.starts_with(SOURCE_PREFIX)
+}
+
+/// Operations turning the template's annotations into `desired` for the keys dx-admission owns.
+pub fn patch(template: Option<&ObjectMeta>, desired: &BTreeMap<String, String>) -> Vec<PatchOperation> {
+    let base = ["spec", "template", "metadata"];
+    let current = template.and_then(|m| m.annotations.as_ref());
+    let Some(current) = current else {
+        if desired.is_empty() {
+            return Vec::new();
+        }
+        let map: serde_json::Map<String, Value> =
+            desired.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        return if template.is_none() {
+            vec![add(PointerBuf::from_tokens(base), serde_json::json!({ "annotations": map }))]
+        } else {
+            vec![add(PointerBuf::from_tokens(base.iter().copied().chain(["annotations"])), Value::Object(map))]
+        };
+    };
+    let at = |key: &str| PointerBuf::from_tokens(base.iter().copied().chain(["annotations", key]));
+    let mut operations = Vec::new();
+    for (key, value) in desired {
+        match current.get(key) {
+            Some(existing) if existing == value => {}
+            Some(_) => operations
+                .push(PatchOperation::Replace(ReplaceOperation { path: at(key), value: Value::String(value.clone()) })),
+            None => operations.push(add(at(key), Value::String(value.clone()))),
+        }
+    }
+    for key in current.keys().filter(|k| is_checksum_key(k) && !desired.contains_key(*k)) {
+        operations.push(PatchOperation::Remove(RemoveOperation { path: at(key) }));
+    }
+    operations
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::SourceKind;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::json;
+
+    fn spec() -> PodSpec {
+        serde_json::from_value(json!({"containers": [{"name": "app",
+            "envFrom": [{"configMapRef": {"name": "dx-core-config"}}],
+            "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                    {"name": "O", "valueFrom": {"configMapKeyRef": {"name": "maybe", "key": "k", "optional": true}}},
+                    {"name": "R", "valueFrom": {"configMapKeyRef": {"name": "needed", "key": "k"}}}]}]}))
+        .unwrap()
+    }
+
+    fn digests() -> (SourceDigest, SourceDigest) {
+        let config: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "dx-core-config"}, "data": {"a": "1"}})).unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(json!({"metadata": {"name": "db"}, "data": {"password": "cw=="}})).unwrap();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
+        (SourceDigest::of_config_map(&config), SourceDigest::of_secret(&secret, &key))
+    }
+
+    fn stamped() -> Stamp {
+        let (config, secret) = digests();
+        stamp(&spec(), "dx", |source| match (source.kind, source.name.as_str()) {
+            (SourceKind::ConfigMap, "dx-core-config") => Lookup::Found(&config),
+            (SourceKind::Secret, "db") => Lookup::Found(&secret),
+            _ => Lookup::Missing,
+        })
+    }
+
+    #[test]
+    fn stamps_one_annotation_per_source_and_the_aggregate() {
+        let stamp = stamped();
+        let keys: Vec<&str> = stamp.annotations.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "checksum.dx.hcl.com/configmap.dx-core-config",
+                "checksum.dx.hcl.com/secret.db",
+                "dx.hcl.com/config-checksum"
+            ]
+        );
+        assert!(stamp.annotations["checksum.dx.hcl.com/secret.db"].starts_with("hmac-sha256:"));
+        assert!(stamp.annotations["dx.hcl.com/config-checksum"].starts_with("sha256:"));
+        // A missing optional source is skipped; a missing required one is a warning.
+        assert_eq!(stamp.warnings, ["ConfigMap dx/needed does not exist yet; pods will not start until it does"]);
+        assert_eq!(stamp.sources.len(), 4);
+    }
+
+    fn template(annotations: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value(json!({"annotations": annotations})).unwrap()
+    }
+
+    #[test]
+    fn creates_the_map_when_missing() {
+        let desired = stamped().annotations;
+        let ops = serde_json::to_value(patch(None, &desired)).unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/spec/template/metadata");
+        assert_eq!(ops[0]["value"]["annotations"].as_object().unwrap().len(), 3);
+        let no_annotations: ObjectMeta = serde_json::from_value(json!({"labels": {"a": "b"}})).unwrap();
+        let ops = serde_json::to_value(patch(Some(&no_annotations), &desired)).unwrap();
+        assert_eq!(ops.as_array().unwrap().len(), 1);
+        assert_eq!(ops[0]["path"], "/spec/template/metadata/annotations");
+    }
+
+    #[test]
+    fn escapes_keys_touches_nothing_else_and_removes_stale_checksums() {
+        let desired = stamped().annotations;
+        let current = template(json!({
+            "prometheus.io/scrape": "true",
+            "dx.hcl.com/config-checksum": "sha256:old",
+            "checksum.dx.hcl.com/configmap.gone": "sha256:old"
+        }));
+        let ops = serde_json::to_value(patch(Some(&current), &desired)).unwrap();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "add", "path": "/spec/template/metadata/annotations/checksum.dx.hcl.com~1configmap.dx-core-config",
+                 "value": desired["checksum.dx.hcl.com/configmap.dx-core-config"]},
+                {"op": "add", "path": "/spec/template/metadata/annotations/checksum.dx.hcl.com~1secret.db",
+                 "value": desired["checksum.dx.hcl.com/secret.db"]},
+                {"op": "replace", "path": "/spec/template/metadata/annotations/dx.hcl.com~1config-checksum",
+                 "value": desired["dx.hcl.com/config-checksum"]},
+                {"op": "remove", "path": "/spec/template/metadata/annotations/checksum.dx.hcl.com~1configmap.gone"}
+            ])
+        );
+        let tilde = BTreeMap::from([("checksum.dx.hcl.com/configmap.a~b".to_owned(), "x".to_owned())]);
+        let ops = serde_json::to_value(patch(Some(&template(json!({}))), &tilde)).unwrap();
+        assert_eq!(ops[0]["path"], "/spec/template/metadata/annotations/checksum.dx.hcl.com~1configmap.a~0b");
+    }
+
+    #[test]
+    fn a_second_pass_returns_no_patch() {
+        let desired = stamped().annotations;
+        let mut document = json!({"spec": {"template": {"spec": {}}}});
+        let first: json_patch::Patch = json_patch::Patch(patch(None, &desired));
+        json_patch::patch(&mut document, &first).unwrap();
+        let meta: ObjectMeta = serde_json::from_value(document["spec"]["template"]["metadata"].clone()).unwrap();
+        assert!(patch(Some(&meta), &desired).is_empty(), "reinvocation is a no-op");
+    }
+}

@@ -1,0 +1,222 @@
+//! The digest cache: a watch of every ConfigMap and Secret, kept as per-key digests (never the
+//! data). Changes after the first listing are sent to the rollout controller.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use ring::hmac;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::checksum::{SourceDigest, SourceKind, SourceRef};
+use crate::metrics::Metrics;
+
+/// A source in a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    pub namespace: String,
+    pub source: SourceRef,
+}
+
+pub struct ConfigCache {
+    entries: RwLock<HashMap<SourceKey, SourceDigest>>,
+    config_maps_synced: AtomicBool,
+    secrets_synced: AtomicBool,
+    client: Client,
+    key: hmac::Key,
+    metrics: Arc<Metrics>,
+}
+
+/// Helm keeps releases in Secrets of this type; they are large and no pod reads them.
+const HELM_RELEASES: &str = "type!=helm.sh/release.v1";
+
+impl ConfigCache {
+    pub fn start(
+        client: Client,
+        key: &[u8],
+        changes: UnboundedSender<SourceKey>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let cache = Arc::new(Self {
+            entries: RwLock::new(HashMap::new()),
+            config_maps_synced: AtomicBool::new(false),
+            secrets_synced: AtomicBool::new(false),
+            client: client.clone(),
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            metrics,
+        });
+        let watch = Arc::clone(&cache);
+        let (tx, stop_maps) = (changes.clone(), stop.clone());
+        tokio::spawn(async move {
+            watch
+                .watch::<ConfigMap>(
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    SourceKind::ConfigMap,
+                    tx,
+                    stop_maps,
+                )
+                .await;
+        });
+        let watch = Arc::clone(&cache);
+        let secrets = Api::<Secret>::all(cache.client.clone());
+        tokio::spawn(async move {
+            watch
+                .watch::<Secret>(
+                    secrets,
+                    watcher::Config::default().fields(HELM_RELEASES),
+                    SourceKind::Secret,
+                    changes,
+                    stop,
+                )
+                .await;
+        });
+        cache
+    }
+
+    fn digest_of<K: Digestible>(&self, object: &K) -> SourceDigest {
+        object.digest(&self.key)
+    }
+
+    async fn watch<K: Digestible>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        kind: SourceKind,
+        changes: UnboundedSender<SourceKey>,
+        stop: CancellationToken,
+    ) {
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        // Keys seen during a (re)listing, to drop those deleted while the watch was down.
+        let mut listing: Option<HashSet<SourceKey>> = None;
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                event = stream.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    warn!(%error, kind = kind.as_str(), "watch failed; retrying");
+                    continue;
+                }
+            };
+            match event {
+                Event::Init => listing = Some(HashSet::new()),
+                Event::InitApply(object) | Event::Apply(object) => {
+                    let key = key_of(&object, kind);
+                    let digest = self.digest_of(&object);
+                    let previous =
+                        self.entries.write().map(|mut e| e.insert(key.clone(), digest.clone())).ok().flatten();
+                    if let Some(seen) = listing.as_mut() {
+                        seen.insert(key.clone());
+                    }
+                    if previous.is_some_and(|p| p != digest) {
+                        debug!(namespace = %key.namespace, source = %key.source, "source changed");
+                        let _ = changes.send(key);
+                    }
+                }
+                Event::Delete(object) => {
+                    let key = key_of(&object, kind);
+                    if let Ok(mut entries) = self.entries.write() {
+                        entries.remove(&key);
+                    }
+                    let _ = changes.send(key);
+                }
+                Event::InitDone => {
+                    if let (Some(seen), Ok(mut entries)) = (listing.take(), self.entries.write()) {
+                        entries.retain(|k, _| k.source.kind != kind || seen.contains(k));
+                    }
+                    match kind {
+                        SourceKind::ConfigMap => self.config_maps_synced.store(true, Ordering::SeqCst),
+                        SourceKind::Secret => self.secrets_synced.store(true, Ordering::SeqCst),
+                    }
+                }
+            }
+            if let Ok(entries) = self.entries.read() {
+                self.metrics.config_cache_entries.set(entries.len() as i64);
+            }
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.config_maps_synced.load(Ordering::SeqCst) && self.secrets_synced.load(Ordering::SeqCst)
+    }
+
+    /// The cached digest, if any.
+    pub fn get(&self, key: &SourceKey) -> Option<SourceDigest> {
+        self.entries.read().ok()?.get(key).cloned()
+    }
+
+    /// The digest from the cache, else from one direct read (a source created just before the
+    /// workload may not have reached the watch yet). `None` when it does not exist.
+    pub async fn get_or_fetch(&self, key: &SourceKey, timeout: Duration) -> Option<SourceDigest> {
+        if let Some(digest) = self.get(key) {
+            return Some(digest);
+        }
+        let name = key.source.name.as_str();
+        let fetched = match key.source.kind {
+            SourceKind::ConfigMap => {
+                let api = Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace);
+                tokio::time::timeout(timeout, api.get_opt(name)).await.ok()?.ok()?.map(|o| self.digest_of(&o))
+            }
+            SourceKind::Secret => {
+                let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
+                tokio::time::timeout(timeout, api.get_opt(name)).await.ok()?.ok()?.map(|o| self.digest_of(&o))
+            }
+        }?;
+        if let Ok(mut entries) = self.entries.write() {
+            entries.entry(key.clone()).or_insert_with(|| fetched.clone());
+        }
+        Some(fetched)
+    }
+
+    /// Entries and approximate heap bytes, for the memory figure.
+    pub fn footprint(&self) -> (usize, usize) {
+        let Ok(entries) = self.entries.read() else { return (0, 0) };
+        let bytes =
+            entries.iter().map(|(k, d)| k.namespace.capacity() + k.source.name.capacity() + d.heap_bytes()).sum();
+        (entries.len(), bytes)
+    }
+}
+
+fn key_of<K: ResourceExt>(object: &K, kind: SourceKind) -> SourceKey {
+    SourceKey { namespace: object.namespace().unwrap_or_default(), source: SourceRef { kind, name: object.name_any() } }
+}
+
+/// The kinds the cache digests.
+pub trait Digestible:
+    kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    fn digest(&self, key: &hmac::Key) -> SourceDigest;
+}
+
+impl Digestible for ConfigMap {
+    fn digest(&self, _: &hmac::Key) -> SourceDigest {
+        SourceDigest::of_config_map(self)
+    }
+}
+
+impl Digestible for Secret {
+    fn digest(&self, key: &hmac::Key) -> SourceDigest {
+        SourceDigest::of_secret(self, key)
+    }
+}
+
+impl std::fmt::Debug for ConfigCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigCache").field("synced", &self.is_synced()).finish()
+    }
+}

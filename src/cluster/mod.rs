@@ -1,0 +1,98 @@
+//! The cluster side of config checksums: a kube client, the digest cache of ConfigMaps and
+//! Secrets, the index of workloads that use them, the rollout controller (one replica acts,
+//! chosen by a Lease), and the lookups the mutating path and the delete guard need.
+
+mod cache;
+mod controller;
+mod index;
+mod lease;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+pub use cache::{ConfigCache, SourceKey};
+pub use index::{AUTO_ROLLOUT, WorkloadIndex, WorkloadKey, WorkloadKind, wants_rollout};
+pub use lease::LeaderElection;
+
+use crate::metrics::Metrics;
+use crate::policy::settings::Selector;
+
+/// How the cluster side is configured.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// A kubeconfig file; `None` infers (in-cluster service account, else `$KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// The HMAC key for Secret digests, shared by all replicas.
+    pub checksum_key: Vec<u8>,
+    /// Changes arriving within this window roll each workload once.
+    pub debounce: Duration,
+    /// At most this many workload patches per second.
+    pub max_patches_per_second: u32,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    /// Time a direct read of a source missing from the cache may take.
+    pub fetch_timeout: Duration,
+}
+
+/// Why the cluster side did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("--kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("cannot configure a Kubernetes client (in-cluster or $KUBECONFIG): {0}")]
+    Infer(String),
+}
+
+/// Everything the server uses of the cluster.
+pub struct Cluster {
+    pub cache: Arc<ConfigCache>,
+    pub index: Arc<WorkloadIndex>,
+    pub leader: Arc<LeaderElection>,
+    pub config: ClusterConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Cluster {
+    /// Connects and starts the watches, the Lease and the controller.
+    pub async fn start(
+        config: ClusterConfig,
+        selector: Selector,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let client = client(&config).await?;
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let cache =
+            ConfigCache::start(client.clone(), &config.checksum_key, changes_tx, Arc::clone(&metrics), stop.clone());
+        let index = WorkloadIndex::start(client.clone(), selector, stop.clone());
+        let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
+        let cluster = Arc::new(Self { cache, index, leader, config, metrics });
+        controller::spawn(client, Arc::clone(&cluster), changes, stop);
+        Ok(cluster)
+    }
+
+    /// Ready once the caches have listed everything once.
+    pub fn is_synced(&self) -> bool {
+        self.cache.is_synced() && self.index.is_synced()
+    }
+}
+
+async fn client(config: &ClusterConfig) -> Result<Client, ClusterError> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let error = |message: String| ClusterError::Kubeconfig { path: path.clone(), message };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| error(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| error(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| ClusterError::Infer(e.to_string()))?,
+    };
+    Client::try_from(kube_config).map_err(|e| ClusterError::Infer(e.to_string()))
+}

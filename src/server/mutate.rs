@@ -1,0 +1,58 @@
+//! The mutating path: stamp DX workloads' pod templates with config checksum annotations.
+
+use std::collections::BTreeMap;
+
+use kube::core::admission::AdmissionResponse;
+
+use super::AppState;
+use crate::admission::Decoded;
+use crate::checksum::patch::{Lookup, patch, stamp_references};
+use crate::checksum::references;
+use crate::cluster::SourceKey;
+use crate::cluster::wants_rollout;
+use crate::policy::finding::{WARNING_LIMIT, truncate};
+use crate::policy::{Object, Operation};
+
+/// Allowed, with a patch when the template's checksums are missing or stale.
+pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
+    let response = AdmissionResponse::from(&decoded.request);
+    let Some(cluster) = &state.cluster else { return response };
+    let Some(object) =
+        decoded.object.as_ref().filter(|_| matches!(decoded.operation, Operation::Create | Operation::Update))
+    else {
+        return response;
+    };
+    if matches!(object, Object::ConfigMap(_)) || !wants_rollout(object.metadata(), &state.settings.selector) {
+        return response;
+    }
+    let Some(spec) = object.pod_spec() else { return response };
+    let namespace = decoded.namespace();
+    let references = references(spec);
+    let mut digests = BTreeMap::new();
+    for source in references.keys() {
+        let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
+        if let Some(digest) = cluster.cache.get_or_fetch(&key, cluster.config.fetch_timeout).await {
+            digests.insert(source.clone(), digest);
+        }
+    }
+    let stamp = stamp_references(&references, namespace, |source| match digests.get(source) {
+        Some(digest) => Lookup::Found(digest),
+        None => Lookup::Missing,
+    });
+    let operations = patch(object.pod_template_metadata(), &stamp.annotations);
+    let mut response = response;
+    if !stamp.warnings.is_empty() {
+        response.warnings = Some(stamp.warnings.iter().map(|w| truncate(w, WARNING_LIMIT)).collect());
+    }
+    if operations.is_empty() {
+        return response;
+    }
+    match response.clone().with_patch(json_patch::Patch(operations)) {
+        Ok(patched) => patched,
+        Err(error) => {
+            // Serialising a patch of strings cannot fail; if it did, admit without a patch.
+            tracing::error!(%error, "checksum patch could not be serialised");
+            response
+        }
+    }
+}
