@@ -120,9 +120,10 @@ pub struct ServeArgs {
     /// At most this many workload re-stamps per second.
     #[arg(long, env = "DX_ADMISSION_ROLLOUT_MAX_PATCHES_PER_SECOND", default_value_t = 5)]
     pub rollout_max_patches_per_second: u32,
-    /// Namespace of the rollout controller's Lease (the chart sets the pod's namespace).
-    #[arg(long, env = "DX_ADMISSION_LEASE_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
+    /// The namespace dx-admission runs in: where its Lease and self-managed certificate Secret
+    /// live (the chart sets the pod's namespace).
+    #[arg(long, env = "DX_ADMISSION_NAMESPACE", default_value = "default")]
+    pub namespace: String,
     #[arg(long, env = "DX_ADMISSION_LEASE_NAME", default_value = "dx-admission-rollout")]
     pub lease_name: String,
     /// This replica's name in the Lease [default: the host name].
@@ -131,6 +132,26 @@ pub struct ServeArgs {
     /// Time a direct read of a ConfigMap or Secret missing from the cache may take.
     #[arg(long, env = "DX_ADMISSION_FETCH_TIMEOUT", default_value = "1s")]
     pub fetch_timeout: FlagDuration,
+    /// Keep a self-made CA and serving certificate in --cert-secret (for clusters without
+    /// cert-manager), write the pair to --tls-cert/--tls-key, and keep the caBundle of
+    /// --webhook-configurations current.
+    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CERTS", requires_all = ["tls_cert", "tls_key", "cert_dns_names"])]
+    pub self_managed_certs: bool,
+    #[arg(long, env = "DX_ADMISSION_CERT_SECRET", default_value = "dx-admission-tls")]
+    pub cert_secret: String,
+    /// Name of the Validating- and MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, env = "DX_ADMISSION_WEBHOOK_CONFIGURATIONS", default_value = "dx-admission")]
+    pub webhook_configurations: String,
+    /// DNS names of the serving certificate, comma-separated (the webhook Service's names).
+    #[arg(long, env = "DX_ADMISSION_CERT_DNS_NAMES", value_delimiter = ',')]
+    pub cert_dns_names: Vec<String>,
+    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CA_VALIDITY", default_value = "8760h")]
+    pub self_managed_ca_validity: FlagDuration,
+    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CERT_VALIDITY", default_value = "2160h")]
+    pub self_managed_cert_validity: FlagDuration,
+    /// Renew the serving certificate when less than this is left (checks run every quarter of it).
+    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_RENEW_BEFORE", default_value = "720h")]
+    pub self_managed_renew_before: FlagDuration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Parser;
 use dx_admission::cli::{Cli, Command, RulesFormat, ServeArgs};
 use dx_admission::cluster::ClusterConfig;
+use dx_admission::cluster::certs::SelfManagedConfig;
 use dx_admission::policy::Settings;
 use dx_admission::server::{Limits, Server, ServerConfig};
 use dx_admission::{catalogue, check, dev, telemetry};
@@ -98,7 +99,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             checksum_key: key,
             debounce: args.rollout_debounce.0,
             max_patches_per_second: args.rollout_max_patches_per_second,
-            lease_namespace: args.lease_namespace.clone(),
+            lease_namespace: args.namespace.clone(),
             lease_name: args.lease_name.clone(),
             identity,
             fetch_timeout: args.fetch_timeout.0,
@@ -106,6 +107,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let self_managed = args.self_managed_certs.then(|| SelfManagedConfig {
+        kubeconfig: args.kubeconfig.clone(),
+        namespace: args.namespace.clone(),
+        secret: args.cert_secret.clone(),
+        webhook_configurations: args.webhook_configurations.clone(),
+        dns_names: args.cert_dns_names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect(),
+        ca_validity: args.self_managed_ca_validity.0,
+        cert_validity: args.self_managed_cert_validity.0,
+        renew_before: args.self_managed_renew_before.0,
+        cert_path: tls_cert.clone(),
+        key_path: tls_key.clone(),
+    });
     let config = ServerConfig {
         listen: args.listen.unwrap_or(if args.dev { loopback(8443) } else { any(8443) }),
         metrics_listen: args.metrics_listen.unwrap_or(if args.dev { loopback(9090) } else { any(9090) }),
@@ -124,6 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             reload_interval: args.reload_interval.0,
         },
         cluster,
+        self_managed,
     };
     let server = Server::start(config).await?;
     tracing::info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");

@@ -3,6 +3,7 @@
 //! chosen by a Lease), and the lookups the mutating path and the delete guard need.
 
 mod cache;
+pub mod certs;
 mod controller;
 mod index;
 mod lease;
@@ -84,9 +85,14 @@ impl Cluster {
 }
 
 async fn client(config: &ClusterConfig) -> Result<Client, ClusterError> {
-    let kube_config = match &config.kubeconfig {
+    connect(config.kubeconfig.as_deref()).await
+}
+
+/// A client from a kubeconfig file, else inferred (in-cluster service account, else $KUBECONFIG).
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClusterError> {
+    let kube_config = match kubeconfig {
         Some(path) => {
-            let error = |message: String| ClusterError::Kubeconfig { path: path.clone(), message };
+            let error = |message: String| ClusterError::Kubeconfig { path: path.to_owned(), message };
             let file = kube::config::Kubeconfig::read_from(path).map_err(|e| error(e.to_string()))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await

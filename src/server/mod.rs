@@ -30,6 +30,7 @@ pub use error::ApiError;
 pub use schemas::SchemaStore;
 pub use tls::{CertStore, TlsError};
 
+use crate::cluster::certs::{CertError, SelfManaged, SelfManagedConfig};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::metrics::Metrics;
 use crate::policy::Settings;
@@ -81,6 +82,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Connect to the Kubernetes API for config checksums, rollouts and the delete guard.
     pub cluster: Option<ClusterConfig>,
+    /// Keep a self-made CA and serving certificate (written to `tls_cert`/`tls_key`).
+    pub self_managed: Option<SelfManagedConfig>,
 }
 
 /// Why the server did not start. Each message names what to fix.
@@ -92,6 +95,8 @@ pub enum StartError {
     Schemas(#[from] SchemaError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("--self-managed-certs: {0}")]
+    SelfManaged(#[from] CertError),
     #[error("--{flag}: cannot listen on {addr}: {source}")]
     Bind {
         flag: &'static str,
@@ -187,6 +192,15 @@ impl Server {
     /// Loads certificates and schemas, then binds both ports. Nothing binds if anything is wrong.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
+        // Self-managed certificates are made (or read from their Secret) before anything loads them.
+        let self_managed = match config.self_managed {
+            Some(self_managed) => {
+                let manager = SelfManaged::new(self_managed).await?;
+                manager.cycle().await?;
+                Some(manager)
+            }
+            None => None,
+        };
         let certs = Arc::new(CertStore::load(config.tls_cert, config.tls_key, Arc::clone(&metrics))?);
         let schemas = SchemaStore::load(config.schemas, Arc::clone(&metrics))?;
         let tls = tls::server_config(Arc::clone(&certs))?;
@@ -210,6 +224,9 @@ impl Server {
             ),
             None => None,
         };
+        if let Some(manager) = self_managed {
+            manager.spawn(stop_all.clone());
+        }
         let state = Arc::new(AppState {
             settings: config.settings,
             schemas,

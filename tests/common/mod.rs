@@ -129,6 +129,7 @@ impl TestServer {
             settings: Settings::default(),
             limits: test_limits(),
             cluster: None,
+            self_managed: None,
         };
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");

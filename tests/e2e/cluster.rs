@@ -14,6 +14,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 /// The pinned releases. Changing one rebuilds into a new cache directory.
 pub const KUBERNETES: &str = "v1.32.13";
 pub const HELM: &str = "v4.3.1";
+/// cert-manager's CRDs, read from its Go module, so the chart's cert-manager mode can be installed.
+pub const CERT_MANAGER: &str = "v1.21.2";
 
 /// A tool built from one of the Go modules under `tests/e2e/tools/`.
 struct Tool {
@@ -21,19 +23,38 @@ struct Tool {
     module_dir: &'static str,
     package: &'static str,
     release: &'static str,
+    /// Version stamps, as the projects' own release builds set them.
+    ldflags: &'static str,
 }
 
+/// Kubernetes binaries report their version from these; without them the API server says
+/// v0.0.0-master and Helm's kubeVersion checks fail.
+const KUBE_VERSION_FLAGS: &str = "-X k8s.io/component-base/version.gitVersion=v1.32.13 \
+     -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=32 \
+     -X k8s.io/client-go/pkg/version.gitVersion=v1.32.13 -X k8s.io/client-go/pkg/version.gitMajor=1 \
+     -X k8s.io/client-go/pkg/version.gitMinor=32";
+
 const TOOLS: [Tool; 4] = [
-    Tool { name: "etcd", module_dir: "kube", package: "go.etcd.io/etcd/server/v3", release: KUBERNETES },
+    Tool { name: "etcd", module_dir: "kube", package: "go.etcd.io/etcd/server/v3", release: KUBERNETES, ldflags: "" },
     Tool {
         name: "kube-apiserver",
         module_dir: "kube",
         package: "k8s.io/kubernetes/cmd/kube-apiserver",
         release: KUBERNETES,
+        ldflags: KUBE_VERSION_FLAGS,
     },
-    Tool { name: "kubectl", module_dir: "kube", package: "k8s.io/kubernetes/cmd/kubectl", release: KUBERNETES },
-    Tool { name: "helm", module_dir: "helm", package: "helm.sh/helm/v4/cmd/helm", release: HELM },
+    Tool {
+        name: "kubectl",
+        module_dir: "kube",
+        package: "k8s.io/kubernetes/cmd/kubectl",
+        release: KUBERNETES,
+        ldflags: KUBE_VERSION_FLAGS,
+    },
+    Tool { name: "helm", module_dir: "helm", package: "helm.sh/helm/v4/cmd/helm", release: HELM, ldflags: "" },
 ];
+
+/// Bumped when the way tools are built changes, so cached builds are redone.
+const BUILD_REVISION: u32 = 2;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +77,7 @@ fn cache_dir() -> PathBuf {
 pub fn ensure_binaries() -> Result<Binaries, String> {
     let mut paths = Vec::new();
     for tool in &TOOLS {
-        let dir = cache_dir().join(format!("{}-{}", tool.module_dir, tool.release));
+        let dir = cache_dir().join(format!("{}-{}-b{BUILD_REVISION}", tool.module_dir, tool.release));
         let path = dir.join(tool.name);
         if !path.exists() {
             let started = Instant::now();
@@ -67,7 +88,7 @@ pub fn ensure_binaries() -> Result<Binaries, String> {
                 .current_dir(repo().join("tests/e2e/tools").join(tool.module_dir))
                 .env("CGO_ENABLED", "0")
                 .env("GOFLAGS", "-mod=mod")
-                .args(["build", "-trimpath", "-o"])
+                .args(["build", "-trimpath", "-ldflags", tool.ldflags, "-o"])
                 .arg(&partial)
                 .arg(tool.package)
                 .status()
@@ -83,6 +104,27 @@ pub fn ensure_binaries() -> Result<Binaries, String> {
     let mut paths = paths.into_iter();
     let mut next = || paths.next().expect("one path per tool");
     Ok(Binaries { etcd: next(), apiserver: next(), kubectl: next(), helm: next() })
+}
+
+/// The CRD manifests of cert-manager's cert-manager.io group, from the pinned module.
+pub fn cert_manager_crds() -> Result<Vec<PathBuf>, String> {
+    let module = format!("github.com/cert-manager/cert-manager@{CERT_MANAGER}");
+    let output = Command::new("go")
+        .env("GOFLAGS", "-mod=mod")
+        .args(["mod", "download", "-json", &module])
+        .output()
+        .map_err(|e| format!("cannot run go: {e}"))?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("go mod download {module}: {e}"))?;
+    let dir = PathBuf::from(info["Dir"].as_str().ok_or_else(|| format!("go mod download {module}: {info}"))?)
+        .join("deploy/crds");
+    let mut crds: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("cert-manager.io_")))
+        .collect();
+    crds.sort();
+    Ok(crds)
 }
 
 fn free_port() -> u16 {

@@ -7,6 +7,7 @@
 mod common;
 
 mod capture;
+mod chart;
 mod cluster;
 mod rollout;
 
@@ -218,7 +219,7 @@ async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
         (output.status.success(), out, err)
     };
     let (ok, out, err) =
-        helm(&["install", "mini", chart, "--namespace", "e2e-helm", "--create-namespace", "--wait=false"]);
+        helm(&["install", "mini", chart, "--namespace", "e2e-helm", "--create-namespace", "--wait=hookOnly"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("STATUS: deployed"), "{out}");
     let (ok, out, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "image.tag=latest"]);
@@ -505,6 +506,11 @@ fn main() -> ExitCode {
         rollout::a_config_change_in_the_cluster_rolls_the_workload,
         rollout::deleting_a_config_in_use_is_refused,
         rollout::leadership_moves_and_a_restarted_controller_patches_nothing,
+        chart::the_chart_lints_clean_in_every_mode,
+        chart::the_chart_renders_safe_defaults,
+        chart::values_schema_rejects_wrong_values,
+        chart::the_chart_installs_into_the_api_server_in_both_modes,
+        chart::self_managed_certificates_are_made_trusted_and_renewed,
         api_server_requests_are_captured_for_replay,
         certificates_rotate_under_load_without_a_failed_request,
         with_the_webhook_down_dx_changes_are_refused_and_others_work,

@@ -137,6 +137,8 @@ fn top_dir(relative: &str) -> &str {
 ///
 /// Names starting with `.` are skipped: a mounted ConfigMap keeps its real files in `..data`
 /// and timestamped `..` directories, and exposes them through symlinks that are followed.
+/// A ConfigMap's keys cannot hold `/`, so in a file name `__` stands for `/`
+/// (`v2__configmap__core.json` is `v2/configmap/core.json`).
 fn collect_json(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Value, String)>) -> Result<(), SchemaError> {
     let io = |source| SchemaError::Io { path: dir.to_owned(), source };
     let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
@@ -165,7 +167,8 @@ fn collect_json(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Value, Stri
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
-                .join("/");
+                .join("/")
+                .replace("__", "/");
             out.insert(relative, (value, text));
         }
     }
@@ -267,4 +270,62 @@ fn compile(
             .map_err(|_| compile_error("dxRenamedKeys must map old key names to new key names (strings)".into()))?,
     };
     Ok(DocumentSchema { file: relative.to_owned(), validator, known_keys, key_patterns, unknown_keys, renamed_keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_flat(from: &Path, prefix: &str, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if entry.file_type().unwrap().is_dir() {
+                copy_flat(&entry.path(), &format!("{name}__"), to);
+            } else {
+                std::fs::copy(entry.path(), to.join(name)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_flat_directory_as_a_configmap_mounts_it_loads_the_same_set() {
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let flat = tempfile::tempdir().unwrap();
+        copy_flat(&bundled, "", flat.path());
+        assert!(flat.path().join("v2__configmap__core.json").exists());
+        let from_flat = SchemaSet::load(flat.path()).unwrap();
+        let from_tree = SchemaSet::load(&bundled).unwrap();
+        assert_eq!(from_flat.file_count(), from_tree.file_count());
+        assert_eq!(from_flat.version_names().collect::<Vec<_>>(), ["v1", "v2"]);
+        let coverage = |set: &SchemaSet| set.version("v2").unwrap().coverage().count();
+        assert_eq!(coverage(&from_flat), coverage(&from_tree));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.yaml"), "default: v1\nversions: [{name: v1}]\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("v1/configmap")).unwrap();
+        std::fs::write(dir.path().join("v1/configmap/core.json"), "{\n  \"type\": \"object\",\n  oops\n}").unwrap();
+        let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("v1/configmap/core.json:3:3: not valid JSON"), "{error}");
+        std::fs::write(dir.path().join("v1/configmap/core.json"), r#"{"dxType": "colour"}"#).unwrap();
+        let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+        assert!(
+            error.contains("v1/configmap/core.json: schema does not compile: unknown dxType \"colour\""),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("v1/configmap/core.json"), r#"{"dxMaximum": 3}"#).unwrap();
+        let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("dxMaximum needs a dxType beside it"), "{error}");
+        std::fs::write(dir.path().join("v1/configmap/core.json"), r#"{"$ref": "../../common/missing.json"}"#).unwrap();
+        let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("schema does not compile"), "{error}");
+        std::fs::remove_file(dir.path().join("v1/configmap/core.json")).unwrap();
+        std::fs::create_dir_all(dir.path().join("v3/configmap")).unwrap();
+        std::fs::write(dir.path().join("v3/configmap/core.json"), "{}").unwrap();
+        let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("v3/ is not a version listed in index.yaml"), "{error}");
+    }
 }
