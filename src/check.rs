@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::authoring::junit;
 use crate::cli::OutputFormat;
 use crate::policy::schema::SchemaSet;
 use crate::policy::{Evaluation, Object, Operation, Policy, ResourceKind, Review, Settings, Severity, evaluate};
@@ -90,6 +91,13 @@ fn read_sources(path: &Path) -> Result<Vec<(String, String)>, InputError> {
         return Ok(sources);
     }
     Ok(vec![(shown.clone(), std::fs::read_to_string(path).map_err(io)?)])
+}
+
+/// Reads the manifests in a text (multi-document YAML or JSON).
+pub fn manifests_from_text(source: &str, text: &str, default_namespace: &str) -> Result<Manifests, InputError> {
+    let mut found = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    parse_documents(source, text, default_namespace, &mut found)?;
+    Ok(found)
 }
 
 fn parse_documents(source: &str, text: &str, default_namespace: &str, out: &mut Manifests) -> Result<(), InputError> {
@@ -233,6 +241,105 @@ pub fn render_json(results: &[Checked]) -> Value {
     json!({ "objects": objects })
 }
 
+/// JUnit XML: one test case per DX object, failed when denied.
+pub fn render_junit(results: &[Checked]) -> String {
+    let cases: Vec<junit::Case> = results
+        .iter()
+        .filter(|c| c.evaluation.dx)
+        .map(|c| junit::Case {
+            class: c.source.clone(),
+            name: format!("{} {}", c.evaluation.kind.map_or("object", ResourceKind::as_str), c.evaluation.object_name),
+            failure: c.evaluation.denial_message(),
+        })
+        .collect();
+    junit::render("dx-admission check", &cases)
+}
+
+/// SARIF 2.1.0, the static-analysis format code-scanning tools read: one result per finding.
+pub fn render_sarif(results: &[Checked]) -> Value {
+    let rules: Vec<Value> = crate::catalogue::rule_ids()
+        .into_iter()
+        .map(|id| {
+            let rule = crate::policy::rules::rule(id);
+            json!({
+                "id": id,
+                "shortDescription": {"text": rule.map_or(crate::server::guard::TITLE, |r| r.title)},
+                "help": {"text": rule.map_or(crate::server::guard::FIX, |r| r.fix)},
+            })
+        })
+        .collect();
+    let findings: Vec<Value> = results
+        .iter()
+        .flat_map(|c| {
+            let kind = c.evaluation.kind.map_or("object", ResourceKind::as_str);
+            c.evaluation.findings.iter().map(move |j| {
+                json!({
+                    "ruleId": j.finding.rule,
+                    "level": match j.severity { Severity::Deny => "error", Severity::Warn => "warning", Severity::Audit => "note" },
+                    "message": {"text": format!("{} {}: {}: {} (fix: {})", kind, c.evaluation.object_name, j.finding.path, j.finding.message, j.finding.hint.as_deref().unwrap_or(j.fix))},
+                    "locations": [{
+                        "physicalLocation": {"artifactLocation": {"uri": c.source}},
+                        "logicalLocations": [{"fullyQualifiedName": format!("{kind}/{}/{}", c.evaluation.object_name, j.finding.path), "kind": "object"}],
+                    }],
+                })
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "dx-admission", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
+            "results": findings,
+        }],
+    })
+}
+
+/// `post-render`: a Helm post-renderer. Clean manifests pass through unchanged on stdout; when
+/// anything is denied the report goes to stderr and the exit code fails the whole upgrade before
+/// Helm applies anything.
+pub fn post_render(args: &crate::cli::PostRenderArgs, settings: &Settings) -> i32 {
+    let schemas = match SchemaSet::load(&args.schemas) {
+        Ok(schemas) => schemas,
+        Err(error) => {
+            eprintln!("dx-admission: --schemas: {error}");
+            return EXIT_INPUT;
+        }
+    };
+    let mut text = String::new();
+    if let Err(error) = std::io::stdin().read_to_string(&mut text) {
+        eprintln!("dx-admission: reading the rendered manifests: {error}");
+        return EXIT_INPUT;
+    }
+    let manifests = match manifests_from_text("rendered manifests", &text, &args.namespace) {
+        Ok(manifests) => manifests,
+        Err(error) => {
+            eprintln!("dx-admission: {error}");
+            return EXIT_INPUT;
+        }
+    };
+    let none = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    let results = check(Policy { settings, schemas: &schemas }, &manifests, &none);
+    for checked in &results {
+        for warning in checked.evaluation.warnings() {
+            eprintln!("Warning: {warning}");
+        }
+    }
+    let denials: Vec<String> = results.iter().filter_map(|c| c.evaluation.denial_message()).collect();
+    if !denials.is_empty() {
+        let report = format!("dx-admission refused the release before anything was applied:\n{}\n", denials.join("\n"));
+        eprint!("{report}");
+        // Helm 4 keeps a post-renderer plugin's stderr to itself; a person at a terminal still
+        // sees the reasons this way.
+        if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+            let _ = std::io::Write::write_all(&mut tty, report.as_bytes());
+        }
+        return EXIT_DENIED;
+    }
+    print!("{text}");
+    EXIT_CLEAN
+}
+
 /// Runs `check` end to end and returns the exit code.
 pub fn run(args: &crate::cli::CheckArgs, settings: &Settings) -> i32 {
     let schemas = match SchemaSet::load(&args.schemas) {
@@ -254,6 +361,8 @@ pub fn run(args: &crate::cli::CheckArgs, settings: &Settings) -> i32 {
     match args.output {
         OutputFormat::Text => print!("{}", render_text(&results, manifests.other_kinds)),
         OutputFormat::Json => println!("{:#}", render_json(&results)),
+        OutputFormat::Junit => print!("{}", render_junit(&results)),
+        OutputFormat::Sarif => println!("{:#}", render_sarif(&results)),
     }
     if results.iter().any(|c| c.evaluation.denied()) { EXIT_DENIED } else { EXIT_CLEAN }
 }

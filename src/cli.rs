@@ -36,6 +36,39 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the rule catalogue.
     Rules(RulesArgs),
+    /// A Helm post-renderer: pass clean rendered manifests through, fail the release otherwise.
+    PostRender(PostRenderArgs),
+    /// Tools for schema authors: lint, test suites, and diffs between versions.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Check a schema directory: compiles, known keywords and formats, descriptions, no orphans.
+    Lint {
+        /// The schema directory.
+        #[arg(default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Run the test suites kept beside each version (<dir>/<version>/tests/*.yaml).
+    Test {
+        #[arg(default_value = "schemas")]
+        dir: PathBuf,
+        /// Also write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Optional YAML policy file, as for serve.
+        #[arg(long, env = "DX_ADMISSION_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// What changed from one version to another, classed breaking or compatible (exit 1 if any is breaking).
+    Diff {
+        old: String,
+        new: String,
+        #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
+        schemas: PathBuf,
+    },
 }
 
 /// A duration flag in Go syntax (`5s`, `250ms`, `1m30s`).
@@ -158,6 +191,10 @@ pub struct ServeArgs {
 pub enum OutputFormat {
     Text,
     Json,
+    /// JUnit XML: a test case per DX object.
+    Junit,
+    /// SARIF 2.1.0: a result per finding.
+    Sarif,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +216,19 @@ pub struct CheckArgs {
     pub namespace: String,
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PostRenderArgs {
+    /// Directory of versioned schemas.
+    #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// Optional YAML policy file, as for serve.
+    #[arg(long, env = "DX_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Namespace of objects that name none (Helm sets HELM_NAMESPACE for plugins).
+    #[arg(short = 'n', long, env = "HELM_NAMESPACE", default_value = "default")]
+    pub namespace: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

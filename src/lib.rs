@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod authoring;
 pub mod catalogue;
 pub mod check;
 pub mod checksum;

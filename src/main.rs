@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use dx_admission::cli::{Cli, Command, RulesFormat, ServeArgs};
+use dx_admission::cli::{Cli, Command, RulesFormat, SchemaCommand, ServeArgs};
 use dx_admission::cluster::ClusterConfig;
 use dx_admission::cluster::certs::SelfManagedConfig;
 use dx_admission::policy::Settings;
@@ -20,6 +20,14 @@ fn main() -> ExitCode {
             print!("{}", if args.format == RulesFormat::Markdown { catalogue::markdown() } else { catalogue::text() });
             ExitCode::SUCCESS
         }
+        Command::Schema(command) => schema(command),
+        Command::PostRender(args) => match load_settings(args.config.as_deref()) {
+            Ok(settings) => ExitCode::from(check::post_render(&args, &settings) as u8),
+            Err(error) => {
+                eprintln!("dx-admission: {error:#}");
+                ExitCode::from(check::EXIT_INPUT as u8)
+            }
+        },
         Command::Check(args) => match load_settings(args.config.as_deref()) {
             Ok(settings) => ExitCode::from(check::run(&args, &settings) as u8),
             Err(error) => {
@@ -48,6 +56,57 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `dx-admission schema ...`: exit 0 when clean, 1 on findings (errors, failed cases, breaking
+/// changes), 2 when the input cannot be read.
+fn schema(command: SchemaCommand) -> ExitCode {
+    use dx_admission::authoring::{diff, lint, suite};
+    match command {
+        SchemaCommand::Lint { dir } => {
+            let messages = lint::lint(&dir);
+            for message in &messages {
+                println!("{message}");
+            }
+            let errors = messages.iter().filter(|m| m.level == lint::Level::Error).count();
+            println!("{}: {errors} errors, {} warnings", dir.display(), messages.len() - errors);
+            ExitCode::from(u8::from(errors > 0))
+        }
+        SchemaCommand::Test { dir, junit, config } => {
+            let settings = match load_settings(config.as_deref()) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let outcomes = match suite::run(&dir, &settings) {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            print!("{}", suite::render(&outcomes));
+            if let Some(path) = junit
+                && let Err(error) = std::fs::write(&path, suite::render_junit(&outcomes))
+            {
+                eprintln!("error: --junit {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+            ExitCode::from(u8::from(outcomes.iter().any(|o| o.failure.is_some())))
+        }
+        SchemaCommand::Diff { old, new, schemas } => match diff::diff(&schemas, &old, &new) {
+            Ok(changes) => {
+                print!("{}", diff::render(&old, &new, &changes));
+                ExitCode::from(u8::from(changes.iter().any(|c| c.class == diff::Class::Breaking)))
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

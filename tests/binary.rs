@@ -281,3 +281,87 @@ fn check_runs_update_rules_against_old_manifests() {
     let (code, _, _) = check(&["-f", new_path.to_str().unwrap()], None);
     assert_eq!(code, 0, "without --old the object is a CREATE");
 }
+
+#[test]
+fn check_writes_junit_and_sarif_for_ci_systems() {
+    let (code, out, _) = check(
+        &["-f", "examples/broken/ring-api-unpinned-no-probe.yaml", "-f", "examples/valid/ring-api.yaml", "-o", "junit"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"dx-admission check\" tests=\"2\" failures=\"1\""), "{out}");
+    assert!(out.contains("<testcase classname=\"examples/broken/ring-api-unpinned-no-probe.yaml\" name=\"Deployment dx/dx-ring-api-unpinned\">"), "{out}");
+    assert!(
+        out.contains(
+            "<failure message=\"Deployment dx/dx-ring-api-unpinned rejected under DX schema v2 (2 problems):\">"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("<testcase classname=\"examples/valid/ring-api.yaml\" name=\"Deployment dx/dx-ring-api\"/>"),
+        "{out}"
+    );
+
+    let (code, out, _) = check(&["-f", "examples/broken/ring-api-unpinned-no-probe.yaml", "-o", "sarif"], None);
+    assert_eq!(code, 1);
+    let sarif: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "dx-admission");
+    assert!(run["tool"]["driver"]["rules"].as_array().unwrap().iter().any(|r| r["id"] == "config-in-use"));
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["ruleId"], "image-pinned");
+    assert_eq!(results[0]["level"], "error");
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "examples/broken/ring-api-unpinned-no-probe.yaml"
+    );
+    assert_eq!(
+        results[0]["locations"][0]["logicalLocations"][0]["fullyQualifiedName"],
+        "Deployment/dx/dx-ring-api-unpinned/spec.template.spec.containers[0].image"
+    );
+}
+
+fn post_render(stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(repo())
+        .arg("post-render")
+        .env("HELM_NAMESPACE", "dx")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The contract of Helm 3's executable post-renderer (and Helm 4's plugin): manifests on stdin,
+/// the same manifests on stdout when clean, a non-zero exit to fail the release.
+#[test]
+fn post_render_passes_clean_manifests_through_unchanged_and_fails_bad_ones() {
+    let clean = std::fs::read_to_string(repo().join("examples/valid/configmaps.yaml")).unwrap()
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: dx-core}\nspec: {ports: [{port: 80}]}\n";
+    let (code, out, err) = post_render(&clean);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, clean, "byte for byte");
+    let broken = std::fs::read_to_string(repo().join("examples/broken/dam-as-deployment.yaml")).unwrap();
+    let (code, out, err) = post_render(&format!("{clean}---\n{broken}"));
+    assert_eq!(code, 1);
+    assert_eq!(out, "", "nothing reaches Helm");
+    assert_eq!(
+        err,
+        "dx-admission refused the release before anything was applied:\n\
+         Deployment dx/dx-dam-as-deployment rejected under DX schema v2 (1 problem):\n\
+         - metadata.labels[app.kubernetes.io/component]: dam runs as a StatefulSet, not a Deployment [component-kind] fix: deploy core, dam and persistence as StatefulSets and ring-api, content-composer and image-processor as Deployments\n"
+    );
+    let (code, _, err) = post_render("a: [\n");
+    assert_eq!(code, 2);
+    assert!(err.starts_with("dx-admission: rendered manifests: document 1: not valid YAML or JSON"), "{err}");
+}

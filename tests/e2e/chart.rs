@@ -13,7 +13,8 @@ use crate::{Env, cluster_mode};
 
 const CHART: &str = "charts/dx-admission";
 
-fn helm(env: &Env, args: &[&str]) -> (bool, String, String) {
+/// Runs helm; (succeeded, stdout, stderr).
+pub fn helm(env: &Env, args: &[&str]) -> (bool, String, String) {
     let output = env.cluster.helm(args);
     let (out, err) = text(&output);
     (output.status.success(), out, err)
@@ -363,6 +364,19 @@ pub async fn self_managed_certificates_are_made_trusted_and_renewed(env: &mut En
         .unwrap()
         .replace("namespace: dx", &format!("namespace: {NS}"));
 
+    let answered_once = |env: &Env| {
+        let output = env.cluster.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest));
+        text(&output)
+            .1
+            .contains("denied the request: Deployment e2e-certs/dx-ring-api-unpinned rejected under DX schema v2")
+    };
+    // The API server picks up the published caBundle asynchronously: wait for the first answer.
+    let trusted = eventually(Duration::from_secs(15), || {
+        let ok = answered_once(env);
+        async move { ok }
+    })
+    .await;
+    assert!(trusted, "the API server trusts the self-managed CA");
     // Through renewals and a CA roll, every request is answered (the denial proves the webhook ran).
     let serials = std::collections::BTreeSet::from([client.serial().await]);
     let mut serials = serials;

@@ -265,11 +265,23 @@ impl Cluster {
         )
     }
 
-    /// Runs helm against the cluster, with its state in the cluster's temporary directory.
+    /// Runs helm against the cluster, with its state in the cluster's temporary directory, and
+    /// dx-admission (for its post-renderer plugin) on PATH with the bundled schemas.
     pub fn helm(&self, args: &[&str]) -> Output {
         let home = self.dir.path().join("helm");
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_dx-admission"));
+        let path = std::env::join_paths(
+            binary
+                .parent()
+                .into_iter()
+                .map(Path::to_path_buf)
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+        )
+        .expect("PATH");
         run(
             Command::new(&self.bins.helm)
+                .env("PATH", path)
+                .env("DX_ADMISSION_SCHEMAS", repo().join("schemas"))
                 .env("KUBECONFIG", &self.kubeconfig)
                 .env("HELM_CACHE_HOME", home.join("cache"))
                 .env("HELM_CONFIG_HOME", home.join("config"))

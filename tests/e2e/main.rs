@@ -213,11 +213,7 @@ async fn an_update_that_breaks_a_rule_is_rejected(env: &mut Env) {
 async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
     let chart = repo().join("tests/e2e/charts/dx-mini");
     let chart = chart.to_str().unwrap();
-    let helm = |args: &[&str]| {
-        let output = env.cluster.helm(args);
-        let (out, err) = text(&output);
-        (output.status.success(), out, err)
-    };
+    let helm = |args: &[&str]| chart::helm(env, args);
     let (ok, out, err) =
         helm(&["install", "mini", chart, "--namespace", "e2e-helm", "--create-namespace", "--wait=hookOnly"]);
     assert!(ok, "{out}{err}");
@@ -266,6 +262,75 @@ async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let generation_after = rollout::generation(env, "e2e-helm", "deployment", "dx-ring-api");
     assert_eq!(generation_after, generation_before + 1, "exactly one rollout");
+}
+
+async fn a_post_renderer_refuses_a_bad_release_before_anything_is_applied(env: &mut Env) {
+    let chart = repo().join("tests/e2e/charts/dx-mini");
+    let chart = chart.to_str().unwrap();
+    let helm = |args: &[&str]| chart::helm(env, args);
+    let (ok, out, err) = helm(&["plugin", "install", "charts/plugins/dx-admission"]);
+    assert!(ok, "{out}{err}");
+    let (_, before, _) = helm(&["history", "mini", "--namespace", "e2e-helm", "-o", "json"]);
+    // The ConfigMap change and the broken Deployment come in one release: without the
+    // post-renderer the ConfigMap would be applied before the Deployment is refused.
+    let (ok, out, err) = helm(&[
+        "upgrade",
+        "mini",
+        chart,
+        "--namespace",
+        "e2e-helm",
+        "--set",
+        "logLevel=warn",
+        "--set",
+        "image.tag=latest",
+        "--post-renderer",
+        "dx-admission",
+    ]);
+    assert!(!ok, "{out}");
+    // Helm 4 keeps a plugin's stderr to itself (dx-admission also writes the reasons to the
+    // terminal, when there is one); the release fails before anything is applied.
+    assert!(
+        err.ends_with(
+            "Error: UPGRADE FAILED: error while running post render on files: failed to invoke post-renderer plugin \"dx-admission\": plugin \"dx-admission\" exited with error\n"
+        ),
+        "{err}"
+    );
+
+    let (_, data, _) = env.kubectl(&[
+        "get",
+        "configmap",
+        "dx-ring-api-config",
+        "-n",
+        "e2e-helm",
+        "-o",
+        "jsonpath={.data.log\\.level}",
+    ]);
+    assert_eq!(data, "debug", "nothing was applied: the ConfigMap keeps its value");
+    let (_, after, _) = helm(&["history", "mini", "--namespace", "e2e-helm", "-o", "json"]);
+    assert_eq!(after, before, "no release revision was recorded");
+    // A clean release passes through the post-renderer unchanged.
+    let (ok, out, err) = helm(&[
+        "upgrade",
+        "mini",
+        chart,
+        "--namespace",
+        "e2e-helm",
+        "--set",
+        "logLevel=warn",
+        "--post-renderer",
+        "dx-admission",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (_, data, _) = env.kubectl(&[
+        "get",
+        "configmap",
+        "dx-ring-api-config",
+        "-n",
+        "e2e-helm",
+        "-o",
+        "jsonpath={.data.log\\.level}",
+    ]);
+    assert_eq!(data, "warn");
 }
 
 async fn certificates_rotate_under_load_without_a_failed_request(env: &mut Env) {
@@ -346,7 +411,21 @@ async fn api_server_requests_are_captured_for_replay(env: &mut Env) {
     assert!(ok, "{err}");
     let (ok, _, err) = env.kubectl(&["create", "namespace", "e2e-capture"]);
     assert!(ok, "{err}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The API server picks up a new webhook configuration asynchronously: probe until it calls.
+    let probe = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe, namespace: e2e-capture}\ndata: {a: b}\n";
+    let mut round = 0;
+    let called = eventually(Duration::from_secs(15), || {
+        round += 1;
+        let manifest = probe.replace("{a: b}", &format!("{{a: '{round}'}}"));
+        let _ = env.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+        let seen = !capture.bodies.lock().unwrap().is_empty();
+        async move { seen }
+    })
+    .await;
+    assert!(called, "the API server calls the capturing webhook");
+    let (ok, _, err) = env.kubectl(&["delete", "configmap", "probe", "-n", "e2e-capture"]);
+    assert!(ok, "{err}");
+    capture.bodies.lock().unwrap().clear();
     let core = in_namespace("examples/valid/core.yaml", "e2e-capture");
     let config_map = in_namespace("examples/valid/configmaps.yaml", "e2e-capture");
     let ring = in_namespace("examples/valid/ring-api.yaml", "e2e-capture");
@@ -502,6 +581,7 @@ fn main() -> ExitCode {
         server_dry_run_denies_the_same_and_stores_nothing,
         an_update_that_breaks_a_rule_is_rejected,
         helm_upgrade_that_breaks_a_rule_fails_readably,
+        a_post_renderer_refuses_a_bad_release_before_anything_is_applied,
         rollout::workloads_are_stamped_with_config_checksums,
         rollout::a_config_change_in_the_cluster_rolls_the_workload,
         rollout::deleting_a_config_in_use_is_refused,

@@ -248,3 +248,88 @@ impl<'i> Keyword<'i> for Inert {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    /// Every error message for `value` under a one-keyword schema.
+    fn check(schema: Value, value: &str) -> Vec<String> {
+        let validator = super::super::load::options("file:///schemas/test.json".into(), &Arc::new(HashMap::new()))
+            .build(&schema)
+            .expect("schema compiles");
+        validator.iter_errors(&json!(value)).map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn each_dx_type_accepts_its_form_and_names_what_is_wrong() {
+        let cases: Vec<(Value, &str, &[&str])> = vec![
+            (json!({"dxType": "integer"}), "42", &[]),
+            (json!({"dxType": "integer"}), "4.2", &["\"4.2\" is not an integer"]),
+            (json!({"dxType": "integer", "dxMinimum": 1, "dxMaximum": 10}), "11", &["\"11\" is above the maximum 10"]),
+            (json!({"dxType": "number", "dxMinimum": 0.5}), "0.25", &["\"0.25\" is below the minimum 0.5"]),
+            (json!({"dxType": "number"}), "1e3", &[]),
+            (json!({"dxType": "number"}), "NaN", &["\"NaN\" is not a number"]),
+            (json!({"dxType": "boolean"}), "true", &[]),
+            (json!({"dxType": "boolean"}), "yes", &["\"yes\" is not a boolean (use \"true\" or \"false\")"]),
+            (json!({"dxType": "quantity", "dxMaximum": "1Gi"}), "1024Mi", &[]),
+            (json!({"dxType": "quantity", "dxMinimum": "1Gi"}), "512Mi", &["\"512Mi\" is less than the 1Gi allowed"]),
+            (json!({"dxType": "duration", "dxMinimum": "1s"}), "500ms", &["\"500ms\" is less than the 1s allowed"]),
+            (json!({"dxType": "url"}), "https://dx.example.com:443/wps", &[]),
+            (
+                json!({"dxType": "url"}),
+                "ftp://dx.example.com",
+                &["\"ftp://dx.example.com\" is not an http(s) URL: the scheme must be http or https"],
+            ),
+            (json!({"dxType": "url"}), "http:///path", &["\"http:///path\" is not an http(s) URL: it has no host"]),
+            (
+                json!({"dxType": "json", "dxDocument": {"type": "array", "maxItems": 1}}),
+                "[1, 2]",
+                &["document does not match its schema: at /: [1,2] has more than 1 item"],
+            ),
+            (json!({"dxType": "json"}), "{", &["is not valid JSON: EOF while parsing an object at line 1 column 1"]),
+            (
+                json!({"dxType": "yaml", "dxDocument": {"required": ["host"]}}),
+                "port: 1",
+                &["document does not match its schema: at /: \"host\" is a required property"],
+            ),
+        ];
+        for (schema, value, expected) in cases {
+            assert_eq!(check(schema.clone(), value), expected, "{schema} on {value:?}");
+        }
+        // Non-strings are left to the standard `type` keyword.
+        let validator = super::super::load::options("file:///schemas/t.json".into(), &Arc::new(HashMap::new()))
+            .build(&json!({"dxType": "integer"}))
+            .unwrap();
+        assert!(validator.is_valid(&json!(7)));
+    }
+
+    #[test]
+    fn misuse_of_the_vocabulary_does_not_compile() {
+        let build = |schema: Value| {
+            super::super::load::options("file:///schemas/t.json".into(), &Arc::new(HashMap::new()))
+                .build(&schema)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert!(build(json!({"dxType": "colour"})).unwrap().contains("unknown dxType \"colour\""));
+        assert!(build(json!({"dxType": 5})).unwrap().contains("dxType must be a string"));
+        assert!(build(json!({"dxMinimum": 1})).unwrap().contains("dxMinimum needs a dxType beside it"));
+        assert!(
+            build(json!({"dxType": "quantity", "dxMinimum": "4GB"}))
+                .unwrap()
+                .contains("dxMinimum \"4GB\" has an unknown unit suffix")
+        );
+        assert!(
+            build(json!({"dxType": "integer", "dxMinimum": "1"})).unwrap().contains("does not apply to this dxType")
+        );
+        assert!(
+            build(json!({"dxType": "integer", "dxDocument": {}}))
+                .unwrap()
+                .contains("dxDocument needs dxType json or yaml")
+        );
+    }
+}

@@ -86,7 +86,7 @@ impl SchemaSet {
         }
 
         let mut files = BTreeMap::new();
-        collect_json(dir, dir, &mut files)?;
+        collect_json(dir, &mut files)?;
         let mut hasher = DefaultHasher::new();
         index_text.hash(&mut hasher);
         for (relative, (_, text)) in &files {
@@ -133,44 +133,56 @@ fn top_dir(relative: &str) -> &str {
     relative.split('/').next().unwrap_or("")
 }
 
-/// Reads every `*.json` file below `dir`, keyed by its `/`-separated relative path.
+/// Every `*.json` file below `root`, as (relative path with `/`, path), sorted.
 ///
 /// Names starting with `.` are skipped: a mounted ConfigMap keeps its real files in `..data`
 /// and timestamped `..` directories, and exposes them through symlinks that are followed.
 /// A ConfigMap's keys cannot hold `/`, so in a file name `__` stands for `/`
 /// (`v2__configmap__core.json` is `v2/configmap/core.json`).
-fn collect_json(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Value, String)>) -> Result<(), SchemaError> {
-    let io = |source| SchemaError::Io { path: dir.to_owned(), source };
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
+pub fn json_files(root: &Path) -> Result<Vec<(String, PathBuf)>, SchemaError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), SchemaError> {
+        let io = |source| SchemaError::Io { path: dir.to_owned(), source };
+        let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let metadata = std::fs::metadata(&path).map_err(|source| SchemaError::Io { path: path.clone(), source })?;
+            if metadata.is_dir() {
+                walk(root, &path, out)?;
+            } else if name.ends_with(".json") {
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/")
+                    .replace("__", "/");
+                out.push((relative, path));
+            }
         }
-        let path = entry.path();
-        let metadata = std::fs::metadata(&path).map_err(|source| SchemaError::Io { path: path.clone(), source })?;
-        if metadata.is_dir() {
-            collect_json(root, &path, out)?;
-        } else if name.ends_with(".json") {
-            let text = read(&path)?;
-            let value = serde_json::from_str(&text).map_err(|e| SchemaError::Json {
-                path: path.clone(),
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })?;
-            let relative = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/")
-                .replace("__", "/");
-            out.insert(relative, (value, text));
-        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    Ok(out)
+}
+
+/// Reads and parses every schema file, keyed by relative path.
+fn collect_json(root: &Path, out: &mut BTreeMap<String, (Value, String)>) -> Result<(), SchemaError> {
+    for (relative, path) in json_files(root)? {
+        let text = read(&path)?;
+        let value = serde_json::from_str(&text).map_err(|e| SchemaError::Json {
+            path: path.clone(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        out.insert(relative, (value, text));
     }
     Ok(())
 }
@@ -207,7 +219,7 @@ impl Retrieve for LoadedFiles {
     }
 }
 
-fn options(base: String, documents: &Arc<HashMap<String, Value>>) -> jsonschema::ValidationOptions<'static> {
+pub(super) fn options(base: String, documents: &Arc<HashMap<String, Value>>) -> jsonschema::ValidationOptions<'static> {
     let nested = {
         let documents = Arc::clone(documents);
         let base = base.clone();

@@ -17,7 +17,7 @@ use super::object::{Component, ResourceKind};
 use super::settings::Severity;
 
 pub use keywords::{DX_MODIFIERS, DX_TYPE};
-pub use load::SchemaError;
+pub use load::{SchemaError, json_files};
 
 /// Every schema version that was loaded, and which one applies by default.
 pub struct SchemaSet {
