@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// PEM private key of the serving certificate (required unless --dev).
     #[arg(long, env = "DX_ADMISSION_TLS_KEY", required_unless_present = "dev")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: serve only clients presenting a certificate from it (the API server,
+    /// configured with a client certificate for webhooks); others fail the TLS handshake.
+    #[arg(long, env = "DX_ADMISSION_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
     /// Directory of versioned schemas (index.yaml, one directory per version).
     #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
     pub schemas: PathBuf,

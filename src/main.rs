@@ -183,6 +183,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen.unwrap_or(if args.dev { loopback(9090) } else { any(9090) }),
         tls_cert,
         tls_key,
+        client_ca: args.client_ca.clone(),
         schemas: args.schemas,
         settings,
         limits: Limits {

@@ -9,6 +9,7 @@ use crate::admission::Decoded;
 use crate::admission::respond::{AUDIT_FINDINGS, deny};
 use crate::checksum::{SourceKind, SourceRef};
 use crate::cluster::SourceKey;
+use crate::metrics::FindingLabels;
 use crate::policy::finding::{WARNING_LIMIT, truncate};
 use crate::policy::{Operation, Severity};
 
@@ -40,6 +41,7 @@ pub fn check(state: &AppState, decoded: &Decoded) -> Option<AdmissionResponse> {
         return None;
     }
     let severity = state.settings.severity(namespace, CONFIG_IN_USE, Severity::Deny);
+    state.metrics.findings.get_or_create(&FindingLabels { rule: CONFIG_IN_USE, severity: severity.as_str() }).inc();
     let names: Vec<String> = users.iter().map(ToString::to_string).collect();
     let message = format!("still used by {}", names.join(", "));
     let response = AdmissionResponse::from(&decoded.request);

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub metrics_listen: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// When set, only clients with a certificate from this CA (the API server) are served.
+    pub client_ca: Option<PathBuf>,
     pub schemas: PathBuf,
     pub settings: Settings,
     pub limits: Limits,
@@ -91,6 +93,8 @@ pub struct ServerConfig {
 pub enum StartError {
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(#[from] TlsError),
+    #[error("--client-ca: {0}")]
+    ClientCa(String),
     #[error("--schemas: {0}")]
     Schemas(#[from] SchemaError),
     #[error(transparent)]
@@ -203,7 +207,8 @@ impl Server {
         };
         let certs = Arc::new(CertStore::load(config.tls_cert, config.tls_key, Arc::clone(&metrics))?);
         let schemas = SchemaStore::load(config.schemas, Arc::clone(&metrics))?;
-        let tls = tls::server_config(Arc::clone(&certs))?;
+        let tls = tls::server_config(Arc::clone(&certs), config.client_ca.as_deref())
+            .map_err(|e| StartError::ClientCa(e.to_string()))?;
         let bind = |flag, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
         };

@@ -155,13 +155,30 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// A rustls server configuration that asks `store` for the pair on every handshake.
-/// TLS 1.2 and 1.3 only, rustls' safe defaults; HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
+/// TLS 1.2 and 1.3 only, rustls' safe defaults; HTTP/2 and HTTP/1.1 by ALPN. With `client_ca`,
+/// only clients presenting a certificate from that CA (the API server) complete a handshake.
+pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| TlsError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate { path: path.to_owned() });
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

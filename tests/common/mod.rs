@@ -41,6 +41,11 @@ impl Pki {
         Self { ca_pem, issuer: Issuer::new(params, key) }
     }
 
+    /// Signs `params` for `key` (PEM certificate).
+    pub fn sign(&self, params: &CertificateParams, key: &KeyPair) -> String {
+        params.signed_by(key, &self.issuer).unwrap().pem()
+    }
+
     /// A serving certificate and key (PEM) for 127.0.0.1 and localhost.
     pub fn issue(&self) -> (String, String) {
         let key = KeyPair::generate().unwrap();
@@ -125,6 +130,7 @@ impl TestServer {
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             tls_cert: mount.cert(),
             tls_key: mount.key(),
+            client_ca: None,
             schemas: repo().join("schemas"),
             settings: Settings::default(),
             limits: test_limits(),

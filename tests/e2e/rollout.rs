@@ -90,6 +90,8 @@ pub async fn workloads_are_stamped_with_config_checksums(env: &mut Env) {
     assert_eq!(app_checksum(env), expected_config_checksum(&[("log.level", "info")]));
     let secret = template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/secret.db");
     assert!(secret.starts_with("hmac-sha256:") && secret.len() == "hmac-sha256:".len() + 64, "{secret}");
+    let (_, object, _) = env.kubectl(&["get", "deployment", "dx-ring-api", "-n", NS, "-o", "json"]);
+    assert!(!object.contains("hunter2"), "no Secret value reaches the workload");
     let optional =
         template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/configmap.other-config");
     assert!(optional.starts_with("sha256:"), "an optional source that exists is stamped too: {optional}");
@@ -148,6 +150,8 @@ pub async fn deleting_a_config_in_use_is_refused(env: &mut Env) {
          - ConfigMap e2e-roll/app-config: still used by Deployment e2e-roll/dx-ring-api [config-in-use] \
          fix: remove the reference from those workloads (or mark it optional: true) and apply them, then delete\n"
     );
+    let counted = env.webhook().metric("dx_admission_findings_total{rule=\"config-in-use\",severity=\"deny\"}").await;
+    assert_eq!(counted, 1.0, "the guard's finding is counted");
     let (ok, _, err) = env.kubectl(&["delete", "secret", "db", "-n", NS]);
     assert!(!ok);
     assert!(
