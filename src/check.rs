@@ -202,9 +202,10 @@ pub fn render_text(results: &[Checked], other_kinds: usize) -> String {
             text.push_str(&format!("  Warning: {warning}\n"));
         }
     }
+    let checked = denied + passed;
+    let objects = if checked == 1 { "object" } else { "objects" };
     text.push_str(&format!(
-        "{} DX objects checked: {denied} denied, {passed} passed ({warned} with warnings); {foreign} not DX, {other_kinds} of other kinds\n",
-        denied + passed
+        "{checked} DX {objects} checked: {denied} denied, {passed} passed ({warned} with warnings); {foreign} not DX, {other_kinds} of other kinds\n"
     ));
     text
 }

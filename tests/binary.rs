@@ -232,7 +232,7 @@ fn check_exits_0_when_clean_1_when_denied_2_on_bad_input() {
         out,
         "examples/broken/dam-as-deployment.yaml: Deployment dx/dx-dam-as-deployment rejected under DX schema v2 (1 problem):\n\
          - metadata.labels[app.kubernetes.io/component]: dam runs as a StatefulSet, not a Deployment [component-kind] fix: deploy core, dam and persistence as StatefulSets and ring-api, content-composer and image-processor as Deployments\n\
-         1 DX objects checked: 1 denied, 0 passed (0 with warnings); 0 not DX, 0 of other kinds\n"
+         1 DX object checked: 1 denied, 0 passed (0 with warnings); 0 not DX, 0 of other kinds\n"
     );
 
     let (code, _, err) = check(&["-f", "examples/nothing-here.yaml"], None);
