@@ -192,6 +192,86 @@ async fn refuses_bad_input_with_a_clear_reason() {
             400,
             "request.oldObject is not a valid StatefulSet",
         ),
+        ("request is null", with("/request", Value::Null), "application/json", 400, "AdmissionReview has no request"),
+        (
+            "request is a list",
+            with("/request", json!([])),
+            "application/json",
+            400,
+            "invalid length 0, expected struct AdmissionRequest",
+        ),
+        (
+            "uid is a number",
+            with("/request/uid", json!(7)),
+            "application/json",
+            400,
+            "invalid type: integer `7`, expected a string",
+        ),
+        ("missing request.kind", without("/request", "kind"), "application/json", 400, "missing field `kind`"),
+        (
+            "lower-case operation",
+            with("/request/operation", json!("create")),
+            "application/json",
+            400,
+            "unknown variant `create`",
+        ),
+        (
+            "dryRun is a string",
+            with("/request/dryRun", json!("yes")),
+            "application/json",
+            400,
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "missing object on UPDATE",
+            {
+                let mut b = good.clone();
+                b["request"]["operation"] = json!("UPDATE");
+                b["request"]["object"] = Value::Null;
+                b.to_string()
+            },
+            "application/json",
+            400,
+            "request.object is missing for a UPDATE of a StatefulSet",
+        ),
+        (
+            "oldObject of another kind",
+            with("/request/oldObject", json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x"}})),
+            "application/json",
+            400,
+            "request.oldObject is a ConfigMap, but request.kind says StatefulSet",
+        ),
+        (
+            "name is a number",
+            with("/request/object/metadata/name", json!(5)),
+            "application/json",
+            400,
+            "request body is not a valid AdmissionReview",
+        ),
+        ("trailing garbage", format!("{good} {{}}"), "application/json", 400, "trailing characters"),
+        ("byte order mark", format!("\u{feff}{good}"), "application/json", 400, "expected value at line 1 column 1"),
+        (
+            "duplicate request",
+            format!("{},\"request\":{{\"uid\":\"second\"}}}}", &good.to_string()[..good.to_string().len() - 1]),
+            "application/json",
+            400,
+            "duplicate field `request`",
+        ),
+        (
+            "a bare string",
+            "\"AdmissionReview\"".into(),
+            "application/json",
+            400,
+            "invalid type: string \"AdmissionReview\"",
+        ),
+        ("whitespace only", "  \n\t ".into(), "application/json", 400, "request body is empty"),
+        (
+            "missing content type",
+            good.to_string(),
+            "",
+            415,
+            "content type \"\" is not supported; send application/json",
+        ),
         (
             "wrong content type",
             good.to_string(),
@@ -222,10 +302,46 @@ async fn refuses_bad_input_with_a_clear_reason() {
         .sum();
     assert_eq!(counted as usize, total + 1, "{metrics}");
     assert!(metrics.contains("dx_admission_bad_requests_total{reason=\"too_deep\"} 2"), "{metrics}");
-    assert!(metrics.contains("dx_admission_bad_requests_total{reason=\"media_type\"} 2"), "{metrics}");
+    assert!(metrics.contains("dx_admission_bad_requests_total{reason=\"media_type\"} 3"), "{metrics}");
     // The server is healthy after all of it.
     let answer = server.validate(&good).await;
     assert_eq!(answer["allowed"], true);
+}
+
+/// What must be accepted: media-type parameters and case, HTTP/1.0, and large values within the limit.
+#[tokio::test]
+async fn accepts_every_valid_form_of_a_request() {
+    let server = TestServer::start().await;
+    let body = fixture("deployment-create.json");
+    for content_type in ["application/json; charset=utf-8", "APPLICATION/JSON", "application/json ; charset=UTF-8"] {
+        let (status, answer) = server.client().post("/validate", content_type, Bytes::from(body.to_string())).await;
+        assert_eq!(status, 200, "{content_type}: {answer}");
+        assert_eq!(answer["response"]["uid"], body["request"]["uid"]);
+    }
+    // A value of 2 MiB (the API server's object limit is 1.5 MiB) is fine.
+    let mut big = fixture("configmap-create-allowed.json");
+    big["request"]["object"]["data"] = json!({"big": "x".repeat(2 * 1024 * 1024)});
+    let (status, answer) = server.post("/validate", big.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"]["allowed"], true);
+    // A list of 200,000 items is shallow and within the limit.
+    let mut wide = fixture("configmap-create-allowed.json");
+    wide["request"]["object"]["metadata"]["finalizers"] = json!(vec!["x"; 200_000]);
+    let (status, _) = server.post("/validate", wide.to_string()).await;
+    assert_eq!(status, 200);
+    // HTTP/1.0, as a bare request on the TLS stream.
+    let mut stream = server.client().connect().await.unwrap();
+    let text = body.to_string();
+    let request = format!(
+        "POST /validate HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    assert!(answer.contains(body["request"]["uid"].as_str().unwrap()), "{answer}");
 }
 
 #[tokio::test]

@@ -250,11 +250,11 @@ pub async fn send(
     content_type: &str,
     body: Bytes,
 ) -> (u16, Value) {
-    let request = Request::post(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", content_type)
-        .body(Full::new(body))
-        .unwrap();
+    let mut request = Request::post(path).header("host", "127.0.0.1");
+    if !content_type.is_empty() {
+        request = request.header("content-type", content_type);
+    }
+    let request = request.body(Full::new(body)).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
