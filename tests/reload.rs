@@ -30,7 +30,11 @@ async fn a_rotated_pair_serves_new_handshakes_and_open_connections_survive() {
         eventually(WAIT, || async { client.serial().await == rotated }).await,
         "new handshakes see the rotated serial"
     );
-    assert_eq!(server.metric("dx_admission_tls_reloads_total{result=\"ok\"}").await, 1.0);
+    // The counter moves just after the swap: wait for it rather than race it.
+    let counted =
+        eventually(WAIT, || async { server.metric("dx_admission_tls_reloads_total{result=\"ok\"}").await == 1.0 })
+            .await;
+    assert!(counted, "one successful reload is counted");
 
     // The old connection still answers.
     let body = common::fixture("deployment-create.json").to_string();
@@ -130,7 +134,11 @@ async fn schema_changes_are_picked_up_and_a_broken_set_is_refused_whole() {
     std::fs::write(&core, text.replace("\"dxMaximum\": 1000000", "\"dxMaximum\": 2000")).unwrap();
     let denied = eventually(WAIT, || async { server.validate(&review).await["allowed"] == false }).await;
     assert!(denied, "the tightened schema is in force");
-    assert_eq!(server.metric("dx_admission_schema_reloads_total{result=\"ok\"}").await, 1.0);
+    // The counter moves just after the swap: wait for it rather than race it.
+    let counted =
+        eventually(WAIT, || async { server.metric("dx_admission_schema_reloads_total{result=\"ok\"}").await == 1.0 })
+            .await;
+    assert!(counted, "one successful reload is counted");
 
     // Break one file: the whole set is refused and the last good one (max 2000) keeps serving.
     std::fs::write(schemas.join("v1/configmap/dam.json"), "{ not json").unwrap();
