@@ -246,15 +246,7 @@ async fn helm_upgrade_that_breaks_a_rule_fails_readably(env: &mut Env) {
     let generation_before = rollout::generation(env, "e2e-helm", "deployment", "dx-ring-api");
     let (ok, out, err) = helm(&["upgrade", "mini", chart, "--namespace", "e2e-helm", "--set", "logLevel=debug"]);
     assert!(ok, "{out}{err}");
-    let (_, data, _) = env.kubectl(&[
-        "get",
-        "configmap",
-        "dx-ring-api-config",
-        "-n",
-        "e2e-helm",
-        "-o",
-        "jsonpath={.data.log\\.level}",
-    ]);
+    let data = mini_log_level(env);
     assert_eq!(data, "debug");
     let checksum_after = rollout::template_annotation(env, "e2e-helm", "deployment", "dx-ring-api", AGGREGATE);
     assert!(checksum_before.starts_with("sha256:"), "{checksum_before}");
@@ -296,15 +288,7 @@ async fn a_post_renderer_refuses_a_bad_release_before_anything_is_applied(env: &
         "{err}"
     );
 
-    let (_, data, _) = env.kubectl(&[
-        "get",
-        "configmap",
-        "dx-ring-api-config",
-        "-n",
-        "e2e-helm",
-        "-o",
-        "jsonpath={.data.log\\.level}",
-    ]);
+    let data = mini_log_level(env);
     assert_eq!(data, "debug", "nothing was applied: the ConfigMap keeps its value");
     let (_, after, _) = helm(&["history", "mini", "--namespace", "e2e-helm", "-o", "json"]);
     assert_eq!(after, before, "no release revision was recorded");
@@ -321,7 +305,13 @@ async fn a_post_renderer_refuses_a_bad_release_before_anything_is_applied(env: &
         "dx-admission",
     ]);
     assert!(ok, "{out}{err}");
-    let (_, data, _) = env.kubectl(&[
+    let data = mini_log_level(env);
+    assert_eq!(data, "warn");
+}
+
+/// The `log.level` the dx-mini release's ConfigMap holds in the cluster.
+fn mini_log_level(env: &Env) -> String {
+    let (ok, out, err) = env.kubectl(&[
         "get",
         "configmap",
         "dx-ring-api-config",
@@ -330,7 +320,8 @@ async fn a_post_renderer_refuses_a_bad_release_before_anything_is_applied(env: &
         "-o",
         "jsonpath={.data.log\\.level}",
     ]);
-    assert_eq!(data, "warn");
+    assert!(ok, "{err}");
+    out
 }
 
 async fn certificates_rotate_under_load_without_a_failed_request(env: &mut Env) {
