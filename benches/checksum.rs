@@ -1,33 +1,28 @@
 //! Config checksums: the mutating path's work next to the validating path's on the same
-//! workloads (interleaved rounds), and the digest cache's memory per 10,000 ConfigMaps.
+//! workloads (interleaved rounds). The digest cache's memory is measured for real, against an
+//! API server, by `benches/load.rs`.
 //!
 //! Run: `cargo bench --bench checksum`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dx_admission::checksum::patch::{Lookup, patch, stamp_references};
-use dx_admission::checksum::{SourceDigest, SourceKind, SourceRef, references};
-use dx_admission::cluster::SourceKey;
+use dx_admission::checksum::{SourceDigest, SourceRef, references};
 use dx_admission::policy::schema::SchemaSet;
 use dx_admission::policy::{Object, Operation, Policy, ResourceKind, Review, Settings, evaluate};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// The allocator the server runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROUNDS: usize = 15;
 const PER_ROUND: usize = 500;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -78,30 +73,4 @@ fn main() {
         let (v, m) = (median(validate), median(mutate));
         println!("{file:<36} {v:>10.2} {m:>10.2} {:>12.2}", m / v);
     }
-
-    // The cache keeps a digest per key, never the data: 10,000 ConfigMaps of 8 keys × 200 bytes.
-    let count = 10_000;
-    let before = rss_kib();
-    let mut cache: HashMap<SourceKey, SourceDigest> = HashMap::new();
-    let mut data_bytes = 0usize;
-    for i in 0..count {
-        let map = config_map(&format!("dx-app-{i:05}-config"), 8, 200);
-        data_bytes += map.data.as_ref().unwrap().iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        let key = SourceKey {
-            namespace: "dx".into(),
-            source: SourceRef { kind: SourceKind::ConfigMap, name: map.metadata.name.clone().unwrap() },
-        };
-        cache.insert(key, SourceDigest::of_config_map(&map));
-    }
-    let after = rss_kib();
-    let counted: usize =
-        cache.iter().map(|(k, d)| k.namespace.capacity() + k.source.name.capacity() + d.heap_bytes()).sum();
-    println!(
-        "cache of {count} ConfigMaps (8 keys x 200 B, {:.1} MiB of data): RSS +{:.1} MiB, counted heap {:.1} MiB, {:.0} B per ConfigMap",
-        data_bytes as f64 / 1048576.0,
-        (after.saturating_sub(before)) as f64 / 1024.0,
-        counted as f64 / 1048576.0,
-        (after.saturating_sub(before)) as f64 * 1024.0 / count as f64
-    );
-    black_box(cache);
 }

@@ -15,6 +15,10 @@ use dx_admission::policy::{Policy, Review, Settings, evaluate};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// The allocator the server runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROUNDS: usize = 15;
 const PER_ROUND: usize = 200;
 

@@ -173,7 +173,7 @@ async fn refuses_bad_input_with_a_clear_reason() {
             with("/request/object", json!("x")),
             "application/json",
             400,
-            "request body is not a valid AdmissionReview",
+            "request.object is not a valid StatefulSet: invalid type: string \"x\", expected StatefulSet",
         ),
         (
             "missing object on CREATE",
@@ -198,7 +198,7 @@ async fn refuses_bad_input_with_a_clear_reason() {
             with("/request", json!([])),
             "application/json",
             400,
-            "invalid length 0, expected struct AdmissionRequest",
+            "invalid type: sequence, expected struct AdmissionRequest",
         ),
         (
             "uid is a number",
@@ -246,7 +246,7 @@ async fn refuses_bad_input_with_a_clear_reason() {
             with("/request/object/metadata/name", json!(5)),
             "application/json",
             400,
-            "request body is not a valid AdmissionReview",
+            "request.object is not a valid StatefulSet: invalid type: integer `5`, expected a string",
         ),
         ("trailing garbage", format!("{good} {{}}"), "application/json", 400, "trailing characters"),
         ("byte order mark", format!("\u{feff}{good}"), "application/json", 400, "expected value at line 1 column 1"),

@@ -1,8 +1,10 @@
 //! Decode: request body → typed admission request. Anything that cannot be read is a
 //! [`DecodeError`], answered with HTTP 400 and the reason; it never reaches the policy.
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
+use kube::core::admission::{AdmissionRequest, Operation as KubeOperation};
+use kube::core::{DynamicObject, TypeMeta};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::policy::{Object, Operation, ResourceKind};
 
@@ -83,14 +85,22 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
     if nesting_depth(body) > max_depth {
         return Err(DecodeError::TooDeep { limit: max_depth });
     }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(DecodeError::Json)?;
-    if review.types.api_version != API_VERSION {
-        return Err(DecodeError::ApiVersion { found: review.types.api_version });
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // A derived struct would also accept a JSON array; let serde name what arrived instead.
+        if let Err(error) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+            return Err(DecodeError::Json(error));
+        }
     }
-    if review.types.kind != KIND {
-        return Err(DecodeError::Kind { found: review.types.kind });
+    let envelope: wire::AdmissionReview = serde_json::from_slice(body).map_err(DecodeError::Json)?;
+    if envelope.api_version != API_VERSION {
+        return Err(DecodeError::ApiVersion { found: envelope.api_version });
     }
-    let mut request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| DecodeError::MissingRequest)?;
+    if envelope.kind != KIND {
+        return Err(DecodeError::Kind { found: envelope.kind });
+    }
+    let wire::AdmissionRequest { object: raw_object, old_object: raw_old_object, envelope: mut request } =
+        envelope.request.ok_or(DecodeError::MissingRequest)?;
+    request.types = TypeMeta { api_version: envelope.api_version, kind: envelope.kind };
     if request.uid.is_empty() {
         return Err(DecodeError::MissingUid);
     }
@@ -103,8 +113,8 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
     let kind = ResourceKind::from_group_kind(&request.kind.group, &request.kind.kind);
     let (mut object, mut old_object) = (None, None);
     if let Some(kind) = kind {
-        object = typed(request.object.take(), kind, "object")?;
-        old_object = typed(request.old_object.take(), kind, "oldObject")?;
+        object = typed(raw_object, kind, "object")?;
+        old_object = typed(raw_old_object, kind, "oldObject")?;
         if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
             return Err(DecodeError::MissingObject { operation, kind });
         }
@@ -112,19 +122,51 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
     Ok(Decoded { request, operation, kind, object, old_object })
 }
 
-fn typed(
-    object: Option<DynamicObject>,
-    kind: ResourceKind,
-    field: &'static str,
-) -> Result<Option<Object>, DecodeError> {
-    let Some(object) = object else { return Ok(None) };
-    if let Some(types) = &object.types
-        && types.kind != kind.as_str()
-    {
-        return Err(DecodeError::ObjectKind { field, expected: kind.as_str().to_owned(), found: types.kind.clone() });
+fn typed(raw: Option<&RawValue>, kind: ResourceKind, field: &'static str) -> Result<Option<Object>, DecodeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    Object::parse(kind, raw.get()).map(Some).map_err(|source| {
+        // The typed parser words a kind mismatch as a bad value; say what was sent instead.
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: Option<String>,
+        }
+        match serde_json::from_str::<Kind>(raw.get()) {
+            Ok(Kind { kind: Some(found) }) if found != kind.as_str() => {
+                DecodeError::ObjectKind { field, expected: kind.as_str().to_owned(), found }
+            }
+            _ => DecodeError::ObjectShape { field, kind, source },
+        }
+    })
+}
+
+/// An AdmissionReview as sent, read in one pass: the envelope typed, the objects left as raw
+/// JSON to be parsed straight into their kind's type (kube's `AdmissionReview` buffers the
+/// whole body, objects included, for its flattened `TypeMeta`). The type names appear in
+/// serde's messages, hence a module of their own.
+mod wire {
+    use kube::core::DynamicObject;
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    pub struct AdmissionReview<'a> {
+        #[serde(rename = "apiVersion")]
+        pub api_version: String,
+        pub kind: String,
+        #[serde(borrow)]
+        pub request: Option<AdmissionRequest<'a>>,
     }
-    let value = serde_json::to_value(object).map_err(|source| DecodeError::ObjectShape { field, kind, source })?;
-    Object::from_json(kind, value).map(Some).map_err(|source| DecodeError::ObjectShape { field, kind, source })
+
+    #[derive(Deserialize)]
+    pub struct AdmissionRequest<'a> {
+        #[serde(borrow, default)]
+        pub object: Option<&'a RawValue>,
+        #[serde(borrow, default, rename = "oldObject")]
+        pub old_object: Option<&'a RawValue>,
+        /// Everything else (uid, kind, userInfo, ...); its `object` fields stay empty.
+        #[serde(flatten)]
+        pub envelope: kube::core::admission::AdmissionRequest<DynamicObject>,
+    }
 }
 
 /// The deepest nesting of arrays and objects, scanning bytes (strings are skipped).

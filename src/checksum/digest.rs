@@ -12,10 +12,14 @@ use super::refs::Keys;
 
 pub type Digest = [u8; 32];
 
-/// A digest per key of one ConfigMap or Secret.
+/// A digest per key of one ConfigMap or Secret, packed: the cache holds one per ConfigMap and
+/// Secret in the cluster (tens of thousands), so two allocations each, not one per key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceDigest {
-    keys: BTreeMap<String, Digest>,
+    /// The key names, concatenated in key order.
+    names: Box<str>,
+    /// Per key, in key order: where its name ends in `names`, and its digest.
+    keys: Box<[(u32, Digest)]>,
 }
 
 fn sha256(parts: &[&[u8]]) -> Digest {
@@ -42,24 +46,59 @@ impl SourceDigest {
     pub fn of_config_map(map: &ConfigMap) -> Self {
         let mut keys = BTreeMap::new();
         for (key, value) in map.data.iter().flatten() {
-            keys.insert(key.clone(), sha256(&[b"data", value.as_bytes()]));
+            keys.insert(key.as_str(), sha256(&[b"data", value.as_bytes()]));
         }
         for (key, value) in map.binary_data.iter().flatten() {
-            keys.insert(key.clone(), sha256(&[b"binaryData", &value.0]));
+            keys.insert(key.as_str(), sha256(&[b"binaryData", &value.0]));
         }
-        Self { keys }
+        Self::pack(keys)
     }
 
     /// Keyed digests of a Secret's `data` and `stringData`.
     pub fn of_secret(secret: &Secret, key: &hmac::Key) -> Self {
         let mut keys = BTreeMap::new();
         for (name, value) in secret.data.iter().flatten() {
-            keys.insert(name.clone(), keyed(key, &[b"data", &value.0]));
+            keys.insert(name.as_str(), keyed(key, &[b"data", &value.0]));
         }
         for (name, value) in secret.string_data.iter().flatten() {
-            keys.insert(name.clone(), keyed(key, &[b"data", value.as_bytes()]));
+            keys.insert(name.as_str(), keyed(key, &[b"data", value.as_bytes()]));
         }
-        Self { keys }
+        Self::pack(keys)
+    }
+
+    fn pack(sorted: BTreeMap<&str, Digest>) -> Self {
+        let mut names = String::with_capacity(sorted.keys().map(|k| k.len()).sum());
+        let mut keys = Vec::with_capacity(sorted.len());
+        for (name, digest) in sorted {
+            names.push_str(name);
+            // Kubernetes caps an object at a few MiB, far below u32::MAX bytes of key names.
+            keys.push((u32::try_from(names.len()).unwrap_or(u32::MAX), digest));
+        }
+        Self { names: names.into_boxed_str(), keys: keys.into_boxed_slice() }
+    }
+
+    fn name(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |previous| self.keys[previous].0 as usize);
+        self.names.get(start..self.keys[index].0 as usize).unwrap_or("")
+    }
+
+    /// Every key with its digest, in key order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &Digest)> {
+        self.keys.iter().enumerate().map(|(i, (_, digest))| (self.name(i), digest))
+    }
+
+    /// A key's digest, by binary search over the sorted names.
+    fn get(&self, key: &str) -> Option<&Digest> {
+        let (mut low, mut high) = (0, self.keys.len());
+        while low < high {
+            let middle = (low + high) / 2;
+            match self.name(middle).cmp(key) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(&self.keys[middle].1),
+            }
+        }
+        None
     }
 
     /// The checksum of what a pod sees: the selected keys, in key order, each with its digest
@@ -75,15 +114,10 @@ impl SourceDigest {
             }
         };
         match selection {
-            Keys::All => self.keys.iter().for_each(|(k, d)| add(k, Some(d))),
-            Keys::Some(selected) => selected.iter().for_each(|k| add(k, self.keys.get(k))),
+            Keys::All => self.entries().for_each(|(k, d)| add(k, Some(d))),
+            Keys::Some(selected) => selected.iter().for_each(|k| add(k, self.get(k))),
         }
         context.finish().as_ref().try_into().unwrap_or([0; 32])
-    }
-
-    /// Bytes held, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        self.keys.keys().map(|k| k.capacity() + 32 + 3 * std::mem::size_of::<usize>()).sum()
     }
 }
 
@@ -127,6 +161,19 @@ mod tests {
         // Adding a selected key that was absent is a change.
         let c = SourceDigest::of_config_map(&config_map(json!({"x": "1", "y": "2", "z": "new"})));
         assert_ne!(a.checksum(&some(&["x", "z"])), c.checksum(&some(&["x", "z"])));
+    }
+
+    #[test]
+    fn every_selected_key_is_found_among_many() {
+        let data: serde_json::Map<String, serde_json::Value> =
+            (0..50).map(|i| (format!("key-{i}"), json!(format!("value {i}")))).collect();
+        let many = SourceDigest::of_config_map(&config_map(serde_json::Value::Object(data)));
+        for i in 0..50 {
+            let one = SourceDigest::of_config_map(&config_map(json!({format!("key-{i}"): format!("value {i}")})));
+            let key = format!("key-{i}");
+            assert_eq!(many.checksum(&some(&[&key])), one.checksum(&some(&[&key])), "{key}");
+        }
+        assert_ne!(many.checksum(&some(&["key-x"])), many.checksum(&some(&["key-1"])));
     }
 
     #[test]

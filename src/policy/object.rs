@@ -137,6 +137,15 @@ impl Object {
         })
     }
 
+    /// Parses JSON text of the given kind straight into its type.
+    pub fn parse(kind: ResourceKind, text: &str) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_str(text)?),
+            ResourceKind::StatefulSet => Self::StatefulSet(serde_json::from_str(text)?),
+            ResourceKind::Deployment => Self::Deployment(serde_json::from_str(text)?),
+        })
+    }
+
     /// The object as JSON, for schemas that describe whole workloads.
     pub fn to_json(&self) -> serde_json::Value {
         let value = match self {

@@ -45,6 +45,10 @@ pub async fn serve_tls(
                 }
             },
         };
+        // Answers are small and written at once: send them without waiting for Nagle's timer.
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%error, %peer, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let builder = Arc::clone(&builder);
