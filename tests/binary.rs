@@ -72,6 +72,17 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
     Running { child, logs, tls, ops, stdout }
 }
 
+/// Waits (at most 10 s) for the process to exit after SIGTERM, and checks it exited with 0.
+async fn exits_cleanly_after_the_drain(running: &mut Running) {
+    let exited = eventually(Duration::from_secs(10), || {
+        let done = matches!(running.child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the server exits after the drain");
+    assert!(running.child.wait().unwrap().success());
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -113,13 +124,7 @@ async fn serve_dev_generates_certificates_and_prints_webhook_configurations() {
     );
     let (status, _) = client.post("/validate", "application/json", body.to_string().into()).await;
     assert_eq!(status, 200, "reviews are still answered while draining");
-    let exited = eventually(Duration::from_secs(10), || {
-        let done = matches!(running.child.try_wait(), Ok(Some(_)));
-        async move { done }
-    })
-    .await;
-    assert!(exited, "the server exits after the drain");
-    assert!(running.child.wait().unwrap().success());
+    exits_cleanly_after_the_drain(&mut running).await;
     let logs: Vec<Value> = running.logs.try_iter().collect();
     assert!(logs.iter().any(|l| l["message"] == "stopped"), "{logs:?}");
 
@@ -364,4 +369,60 @@ fn post_render_passes_clean_manifests_through_unchanged_and_fails_bad_ones() {
     let (code, _, err) = post_render("a: [\n");
     assert_eq!(code, 2);
     assert!(err.starts_with("dx-admission: rendered manifests: document 1: not valid YAML or JSON"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_denial_is_logged_for_audit_and_sigterm_under_load_fails_no_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = repo().join("schemas");
+    let running = serve(dir.path(), &["--dev", "--schemas", schemas.to_str().unwrap(), "--drain-delay", "3s"]);
+    let ca = std::fs::read_to_string(dir.path().join("certs/dev/ca.crt")).unwrap();
+    let target = common::load::Target::new(running.tls, &ca);
+
+    // A denial names who asked, for what, and which rules said no, on one JSON line.
+    let core = common::examples("valid").into_iter().find(|(file, _)| file == "core.yaml").unwrap().1;
+    let mut unpinned = core.clone();
+    unpinned["spec"]["template"]["spec"]["containers"][0]["image"] = serde_json::json!("hcl/dx/core:latest");
+    let mut denied = common::review("CREATE", Some(&unpinned), None);
+    denied["request"]["userInfo"]["username"] = "alice@example.com".into();
+    let request = common::load::Request::review("/validate", &denied, false);
+    common::load::answer(&target, &request).await.expect("a readable denial");
+    let uid = denied["request"]["uid"].as_str().unwrap();
+    let audit = std::iter::from_fn(|| running.logs.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|line| line["message"] == "reviewed" && line["span"]["uid"] == uid)
+        .expect("a log line for the denial");
+    let span = &audit["span"];
+    assert_eq!(audit["level"], "INFO");
+    assert_eq!(audit["verdict"], "denied");
+    assert_eq!(audit["rules"], "image-pinned");
+    assert_eq!(audit["schema_version"], "v2");
+    assert_eq!(span["user"], "alice@example.com");
+    assert_eq!(span["kind"], "StatefulSet");
+    assert_eq!((span["namespace"].as_str(), span["object"].as_str()), (Some("dx"), Some("dx-core")));
+    assert_eq!(span["operation"], "CREATE");
+
+    // SIGTERM while reviews keep arriving (new connections too): all are answered during the
+    // drain delay, then the server exits cleanly.
+    let mix: std::sync::Arc<[common::load::Request]> = std::sync::Arc::from(vec![
+        common::load::Request::review("/validate", &common::review("CREATE", Some(&core), None), true),
+        request,
+    ]);
+    let load = tokio::spawn(async move {
+        common::load::run_reconnecting(
+            &target,
+            mix,
+            4,
+            common::load::Pace::Rate(200.0),
+            Duration::from_millis(2500),
+            10,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&running.child);
+    let outcome = load.await.unwrap();
+    assert_eq!(outcome.failed, 0, "{} reviews failed while draining: {:?}", outcome.failed, outcome.failures);
+    assert!(outcome.ok > 300, "only {} reviews answered", outcome.ok);
+    let mut running = running;
+    exits_cleanly_after_the_drain(&mut running).await;
 }

@@ -9,8 +9,8 @@ use crate::admission::Decoded;
 use crate::admission::respond::{AUDIT_FINDINGS, deny};
 use crate::checksum::{SourceKind, SourceRef};
 use crate::cluster::SourceKey;
-use crate::metrics::FindingLabels;
-use crate::policy::finding::{WARNING_LIMIT, truncate};
+use crate::policy::finding::{Finding, Judged, WARNING_LIMIT, truncate};
+use crate::policy::path::FieldPath;
 use crate::policy::{Operation, Severity};
 
 /// The guard's rule id, as severities and metrics name it. Listed in `docs/rules.md`.
@@ -21,8 +21,9 @@ pub const RATIONALE: &str =
 pub const FIX: &str =
     "remove the reference from those workloads (or mark it optional: true) and apply them, then delete";
 
-/// `Some` answer when the request deletes a source still in use; `None` to carry on.
-pub fn check(state: &AppState, decoded: &Decoded) -> Option<AdmissionResponse> {
+/// `Some` answer (and the finding, for metrics and the audit log line) when the request deletes
+/// a source still in use; `None` to carry on.
+pub fn check(state: &AppState, decoded: &Decoded) -> Option<(AdmissionResponse, Judged)> {
     let cluster = state.cluster.as_ref()?;
     if decoded.operation != Operation::Delete || !decoded.request.kind.group.is_empty() {
         return None;
@@ -41,28 +42,36 @@ pub fn check(state: &AppState, decoded: &Decoded) -> Option<AdmissionResponse> {
         return None;
     }
     let severity = state.settings.severity(namespace, CONFIG_IN_USE, Severity::Deny);
-    state.metrics.findings.get_or_create(&FindingLabels { rule: CONFIG_IN_USE, severity: severity.as_str() }).inc();
     let names: Vec<String> = users.iter().map(ToString::to_string).collect();
     let message = format!("still used by {}", names.join(", "));
     let response = AdmissionResponse::from(&decoded.request);
     let field = format!("{} {namespace}/{name}", kind.as_str());
-    match severity {
+    let finding = Finding {
+        rule: CONFIG_IN_USE,
+        path: FieldPath::default(),
+        message: message.clone(),
+        hint: None,
+        requested: None,
+    };
+    let judged = Judged { finding, severity, fix: FIX };
+    let response = match severity {
         Severity::Audit => {
             let mut response = response;
             response.audit_annotations.insert(AUDIT_FINDINGS.into(), format!("{CONFIG_IN_USE} {field}"));
-            Some(response)
+            response
         }
         Severity::Warn => {
             let mut response = response;
             response.warnings = Some(vec![truncate(&format!("{field}: {message} [{CONFIG_IN_USE}]"), WARNING_LIMIT)]);
-            Some(response)
+            response
         }
         Severity::Deny => {
             let text = format!(
                 "{field} rejected: it is still in use (1 problem):\n- {field}: {message} [{CONFIG_IN_USE}] fix: {FIX}"
             );
             let causes = vec![StatusCause { reason: CONFIG_IN_USE.into(), message, field }];
-            Some(deny(response, decoded, text, causes))
+            deny(response, decoded, text, causes)
         }
-    }
+    };
+    Some((response, judged))
 }

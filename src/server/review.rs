@@ -70,7 +70,8 @@ async fn answer(
         uid = %decoded.request.uid,
         kind = %decoded.request.kind.kind,
         namespace = decoded.namespace(),
-        name = %decoded.request.name,
+        // Not `name`: the JSON span object already uses that key for the span's own name.
+        object = %decoded.request.name,
         operation = %decoded.operation,
         user,
         dry_run = decoded.request.dry_run,
@@ -84,8 +85,9 @@ async fn answer(
         state.metrics.reviews_in_flight.inc();
         let response = match endpoint {
             Endpoint::Validate => match guard::check(state, &decoded) {
-                Some(response) => {
-                    record(endpoint, state, &decoded, &response, &Evaluation::default());
+                Some((response, judged)) => {
+                    let evaluation = Evaluation { findings: vec![judged], ..Evaluation::default() };
+                    record(endpoint, state, &decoded, &response, &evaluation);
                     response
                 }
                 None => evaluate_and_respond(endpoint, state, &decoded),
@@ -124,7 +126,9 @@ fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded)
     response
 }
 
-/// Metrics and the `reviewed` log line for one answer.
+/// Metrics and the `reviewed` log line for one answer: every DX review, every denial, warning
+/// and patch gets one (uid, user, kind, namespace/name and operation from the span; verdict and
+/// rule ids on the line), so denials can be audited from the logs alone.
 fn record(
     endpoint: Endpoint,
     state: &AppState,
