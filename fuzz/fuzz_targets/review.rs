@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use dx_admission::admission::{decode, respond::respond};
+use dx_admission::admission::decode;
+use dx_admission::admission::respond::{encode, respond};
 use dx_admission::policy::schema::SchemaSet;
 use dx_admission::policy::{Policy, Review, Settings, evaluate};
 use libfuzzer_sys::fuzz_target;
@@ -24,5 +25,6 @@ fuzz_target!(|body: &[u8]| {
     let evaluation = evaluate(Policy { settings: &SETTINGS, schemas: &SCHEMAS }, review);
     let response = respond(&decoded, &evaluation);
     assert_eq!(response.allowed, !evaluation.denied());
-    serde_json::to_vec(&response.into_review()).expect("responses serialise");
+    let body: serde_json::Value = serde_json::from_slice(&encode(&response)).expect("the answer is JSON");
+    assert_eq!(body["response"]["uid"], response.uid.as_str());
 });

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -13,7 +12,8 @@ use tracing::{Instrument, field, info, info_span, warn};
 
 use super::error::ApiError;
 use super::{AppState, guard, mutate};
-use crate::admission::{Decoded, decode, respond::respond};
+use crate::admission::respond::{encode, respond};
+use crate::admission::{Decoded, decode};
 use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels, Verdict};
 use crate::policy::{Evaluation, Policy, Review, Severity, evaluate};
 
@@ -27,7 +27,7 @@ pub async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 
 async fn review(endpoint: Endpoint, state: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
     match answer(endpoint, &state, &headers, body).await {
-        Ok(response) => Json(response.into_review()).into_response(),
+        Ok(response) => ([(header::CONTENT_TYPE, "application/json")], encode(&response)).into_response(),
         Err(error) => refuse(&state, error),
     }
 }
