@@ -72,6 +72,30 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The watched kind: `ConfigMap`, `Secret`, `StatefulSet` or `Deployment`.
+    pub kind: &'static str,
+}
+
+/// How a direct read of a source missing from the config cache ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    Found,
+    Absent,
+    Failed,
+}
+
+impl ReadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Found => "found",
+            Self::Absent => "absent",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Every metric dx-admission exports.
 pub struct Metrics {
     registry: Registry,
@@ -85,6 +109,8 @@ pub struct Metrics {
     pub schema_reloads: Family<ResultLabels, Counter>,
     pub rollouts: Family<ResultLabels, Counter>,
     pub config_cache_entries: Gauge,
+    pub config_reads: Family<ResultLabels, Counter>,
+    pub watch_errors: Family<WatchLabels, Counter>,
     pub rollout_leader: Gauge,
 }
 
@@ -140,6 +166,24 @@ impl Metrics {
             "ConfigMaps and Secrets held (as digests) in the config cache",
             config_cache_entries.clone(),
         );
+        let config_reads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reads",
+            "Direct reads of ConfigMaps and Secrets missing from the config cache: found, absent or failed",
+            config_reads.clone(),
+        );
+        for result in [ReadResult::Found, ReadResult::Absent, ReadResult::Failed] {
+            drop(config_reads.get_or_create(&ResultLabels { result: result.as_str() }));
+        }
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed watch or list requests to the API server (retried with backoff), by kind",
+            watch_errors.clone(),
+        );
+        for kind in ["ConfigMap", "Secret", "StatefulSet", "Deployment"] {
+            drop(watch_errors.get_or_create(&WatchLabels { kind }));
+        }
         let rollout_leader = Gauge::default();
         registry.register("rollout_leader", "1 while this replica holds the rollout Lease", rollout_leader.clone());
         // Both results exist from the start, so a rate() over them is defined before the first event.
@@ -160,6 +204,8 @@ impl Metrics {
             schema_reloads,
             rollouts,
             config_cache_entries,
+            config_reads,
+            watch_errors,
             rollout_leader,
         }
     }
@@ -170,6 +216,11 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counts a failed watch or list request of `kind`.
+    pub fn count_watch_error(&self, kind: &'static str) {
+        self.watch_errors.get_or_create(&WatchLabels { kind }).inc();
     }
 
     pub fn count_result(family: &Family<ResultLabels, Counter>, ok: bool) {

@@ -20,9 +20,15 @@ pub enum Lookup<'a> {
     Found(&'a SourceDigest),
     /// Not in the cache, and a direct read found nothing.
     Missing,
+    /// Not in the cache, and the API server could not be asked. The template keeps the checksum
+    /// it carries (`current`), so an outage does not roll pods by itself.
+    Unreadable {
+        current: Option<&'a str>,
+    },
 }
 
-/// The annotations a template should carry, and warnings for required sources that do not exist.
+/// The annotations a template should carry, and warnings for required sources that do not exist
+/// and sources that could not be read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
     pub annotations: BTreeMap<String, String>,
@@ -55,6 +61,18 @@ pub fn stamp_references<'a>(
                 source.name
             )),
             Lookup::Missing => {}
+            Lookup::Unreadable { current } => {
+                if let Some(current) = current {
+                    stamp.annotations.insert(source_key(source), current.to_owned());
+                }
+                // Why it could not be read is logged; the warning says what follows, in 120 characters.
+                stamp.warnings.push(format!(
+                    "{} {namespace}/{} not readable from the API server now; the rollout controller stamps its \
+                     checksum later",
+                    source.kind.as_str(),
+                    source.name
+                ));
+            }
         }
         stamp.sources.push(source.clone());
     }
@@ -163,6 +181,31 @@ mod tests {
         // A missing optional source is skipped; a missing required one is a warning.
         assert_eq!(stamp.warnings, ["ConfigMap dx/needed does not exist yet; pods will not start until it does"]);
         assert_eq!(stamp.sources.len(), 4);
+    }
+
+    #[test]
+    fn an_unreadable_source_keeps_the_checksum_the_template_carries_and_warns() {
+        let (config, _) = digests();
+        let kept = "sha256:kept";
+        let stamp = stamp(&spec(), "dx", |source| match (source.kind, source.name.as_str()) {
+            (SourceKind::ConfigMap, "dx-core-config") => Lookup::Found(&config),
+            (SourceKind::Secret, "db") => Lookup::Unreadable { current: Some(kept) },
+            (SourceKind::ConfigMap, "needed") => Lookup::Unreadable { current: None },
+            _ => Lookup::Missing,
+        });
+        assert_eq!(stamp.annotations["checksum.dx.hcl.com/secret.db"], kept);
+        assert!(
+            !stamp.annotations.contains_key("checksum.dx.hcl.com/configmap.needed"),
+            "nothing to keep, nothing stamped"
+        );
+        assert_eq!(
+            stamp.warnings,
+            [
+                "ConfigMap dx/needed not readable from the API server now; the rollout controller stamps its \
+                 checksum later",
+                "Secret dx/db not readable from the API server now; the rollout controller stamps its checksum later",
+            ]
+        );
     }
 
     fn template(annotations: serde_json::Value) -> ObjectMeta {

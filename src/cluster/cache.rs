@@ -16,8 +16,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::Change;
 use crate::checksum::{SourceDigest, SourceKind, SourceRef};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReadResult, ResultLabels};
 
 /// A source in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,7 +56,7 @@ impl ConfigCache {
     pub fn start(
         client: Client,
         key: &[u8],
-        changes: UnboundedSender<SourceKey>,
+        changes: UnboundedSender<Change>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Arc<Self> {
@@ -105,7 +106,7 @@ impl ConfigCache {
         api: Api<K>,
         config: watcher::Config,
         kind: SourceKind,
-        changes: UnboundedSender<SourceKey>,
+        changes: UnboundedSender<Change>,
         stop: CancellationToken,
     ) {
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
@@ -124,6 +125,7 @@ impl ConfigCache {
                 Ok(event) => event,
                 Err(error) => {
                     warn!(%error, kind = kind.as_str(), "watch failed; retrying");
+                    self.metrics.count_watch_error(kind.as_str());
                     continue;
                 }
             };
@@ -133,9 +135,16 @@ impl ConfigCache {
                     let key = key_of(&object, kind);
                     let digest = self.digest_of(&object);
                     let previous = self.insert(&key, digest.clone(), listing, true);
-                    if previous.is_some_and(|p| p != digest) {
+                    // A source first seen after the first listing is a change too: it was created,
+                    // or came back in a re-listing after the API server was unreachable, and
+                    // workloads admitted meanwhile may lack its checksum.
+                    let changed = match previous {
+                        Some(previous) => previous != digest,
+                        None => self.is_kind_synced(kind),
+                    };
+                    if changed {
                         debug!(namespace = %key.namespace, source = %key.source, "source changed");
-                        let _ = changes.send(key);
+                        let _ = changes.send(Change::Source(key));
                     }
                 }
                 Event::Delete(object) => {
@@ -148,14 +157,25 @@ impl ConfigCache {
                             entries.remove(&key.namespace);
                         }
                     }
-                    let _ = changes.send(key);
+                    let _ = changes.send(Change::Source(key));
                 }
                 Event::InitDone => {
+                    // Deleted while the watch was down: workloads may still carry their checksums.
+                    let mut gone = Vec::new();
                     if let Ok(mut entries) = self.entries.write() {
-                        for sources in entries.values_mut() {
-                            sources.retain(|source, cached| source.kind != kind || cached.listing == listing);
+                        for (namespace, sources) in entries.iter_mut() {
+                            sources.retain(|source, cached| {
+                                let keep = source.kind != kind || cached.listing == listing;
+                                if !keep {
+                                    gone.push(SourceKey { namespace: namespace.clone(), source: source.clone() });
+                                }
+                                keep
+                            });
                         }
                         entries.retain(|_, sources| !sources.is_empty());
+                    }
+                    for key in gone {
+                        let _ = changes.send(Change::Source(key));
                     }
                     match kind {
                         SourceKind::ConfigMap => self.config_maps_synced.store(true, Ordering::SeqCst),
@@ -170,7 +190,14 @@ impl ConfigCache {
     }
 
     pub fn is_synced(&self) -> bool {
-        self.config_maps_synced.load(Ordering::SeqCst) && self.secrets_synced.load(Ordering::SeqCst)
+        self.is_kind_synced(SourceKind::ConfigMap) && self.is_kind_synced(SourceKind::Secret)
+    }
+
+    fn is_kind_synced(&self, kind: SourceKind) -> bool {
+        match kind {
+            SourceKind::ConfigMap => self.config_maps_synced.load(Ordering::SeqCst),
+            SourceKind::Secret => self.secrets_synced.load(Ordering::SeqCst),
+        }
     }
 
     /// Caches a digest (unless one is cached and `replace` is false); the one it replaces.
@@ -194,25 +221,55 @@ impl ConfigCache {
     }
 
     /// The digest from the cache, else from one direct read (a source created just before the
-    /// workload may not have reached the watch yet). `None` when it does not exist.
-    pub async fn get_or_fetch(&self, key: &SourceKey, timeout: Duration) -> Option<SourceDigest> {
+    /// workload may not have reached the watch yet), which may take at most `timeout`.
+    pub async fn get_or_fetch(&self, key: &SourceKey, timeout: Duration) -> Fetched {
         if let Some(digest) = self.get(key) {
-            return Some(digest);
+            return Fetched::Found(digest);
         }
         let name = key.source.name.as_str();
-        let fetched = match key.source.kind {
+        let read = match key.source.kind {
             SourceKind::ConfigMap => {
                 let api = Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace);
-                tokio::time::timeout(timeout, api.get_opt(name)).await.ok()?.ok()?.map(|o| self.digest_of(&o))
+                read(&api, name, timeout).await.map(|found| found.map(|o| self.digest_of(&o)))
             }
             SourceKind::Secret => {
                 let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
-                tokio::time::timeout(timeout, api.get_opt(name)).await.ok()?.ok()?.map(|o| self.digest_of(&o))
+                read(&api, name, timeout).await.map(|found| found.map(|o| self.digest_of(&o)))
             }
-        }?;
-        // Unless the watch got there first; a listing running now re-stamps it if it still exists.
-        self.insert(key, fetched.clone(), 0, false);
-        Some(fetched)
+        };
+        let (fetched, result) = match read {
+            Ok(Some(digest)) => {
+                // Unless the watch got there first; a listing running now re-stamps it if it still exists.
+                self.insert(key, digest.clone(), 0, false);
+                (Fetched::Found(digest), ReadResult::Found)
+            }
+            Ok(None) => (Fetched::Absent, ReadResult::Absent),
+            Err(reason) => {
+                warn!(namespace = %key.namespace, source = %key.source, %reason, "could not read a source missing from the cache");
+                (Fetched::Unreadable(reason), ReadResult::Failed)
+            }
+        };
+        self.metrics.config_reads.get_or_create(&ResultLabels { result: result.as_str() }).inc();
+        fetched
+    }
+}
+
+/// What the cache, or a direct read, knows of a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    Found(SourceDigest),
+    /// The API server says it does not exist.
+    Absent,
+    /// The API server did not answer in time, or failed: it may or may not exist. Why, for people.
+    Unreadable(String),
+}
+
+/// One GET of a named object, bounded by `timeout`.
+async fn read<K: Digestible>(api: &Api<K>, name: &str, timeout: Duration) -> Result<Option<K>, String> {
+    match tokio::time::timeout(timeout, api.get_opt(name)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

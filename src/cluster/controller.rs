@@ -1,7 +1,9 @@
 //! The rollout controller: when a ConfigMap or Secret changes in the cluster, re-stamp the pod
-//! templates of the workloads that use it, so their pods roll. A workload is patched only when
-//! its stored checksum differs from the new one: a `helm upgrade` that changed the ConfigMap and
-//! its Deployment together was stamped already by the webhook, and a restart patches nothing.
+//! templates of the workloads that use it, so their pods roll; and stamp a new or changed workload
+//! whose checksums are not current (the webhook could not read a source when it admitted it).
+//! A workload is patched only when its stored checksum differs from the new one: a `helm upgrade`
+//! that changed the ConfigMap and its Deployment together was stamped already by the webhook,
+//! and a restart patches nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,21 +17,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Cluster;
 use super::cache::SourceKey;
 use super::index::{IndexedWorkload, WorkloadKey, WorkloadKind};
+use super::{Change, Cluster};
 use crate::checksum::patch::{Lookup, stamp_references};
 use crate::metrics::Metrics;
 
 /// The field manager of the controller's patches.
 pub const FIELD_MANAGER: &str = "dx-admission-rollout";
 
-pub fn spawn(
-    client: Client,
-    cluster: Arc<Cluster>,
-    mut changes: UnboundedReceiver<SourceKey>,
-    stop: CancellationToken,
-) {
+pub fn spawn(client: Client, cluster: Arc<Cluster>, mut changes: UnboundedReceiver<Change>, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut leadership = cluster.leader.subscribe();
         let pause = Duration::from_secs(1) / cluster.config.max_patches_per_second.max(1);
@@ -40,7 +37,7 @@ pub fn spawn(
                     if changed.is_err() {
                         return;
                     }
-                    if *leadership.borrow() {
+                    if *leadership.borrow() && synced(&cluster, &stop).await {
                         // A new leader catches up with changes made while nobody led.
                         let all = cluster.index.stamped();
                         reconcile(&client, &cluster, all, pause).await;
@@ -50,25 +47,40 @@ pub fn spawn(
                 change = changes.recv() => match change { Some(change) => change, None => return },
             };
             // Debounce: gather the burst, then roll each affected workload once.
-            let mut sources = BTreeSet::from([first]);
+            let mut batch = BTreeSet::from([first]);
             let window = tokio::time::sleep(cluster.config.debounce);
             tokio::pin!(window);
             loop {
                 tokio::select! {
                     () = &mut window => break,
-                    Some(more) = changes.recv() => { sources.insert(more); }
+                    Some(more) = changes.recv() => { batch.insert(more); }
                 }
             }
-            if !cluster.leader.is_leader() {
+            if !cluster.leader.is_leader() || !synced(&cluster, &stop).await {
                 continue;
             }
             let mut affected = BTreeMap::new();
-            for source in &sources {
-                affected.extend(cluster.index.users(source));
+            for change in &batch {
+                match change {
+                    Change::Source(source) => affected.extend(cluster.index.users(source)),
+                    Change::Workload(key) => affected.extend(cluster.index.get(key).map(|w| (key.clone(), w))),
+                }
             }
             reconcile(&client, &cluster, affected.into_iter().collect(), pause).await;
         }
     });
+}
+
+/// Waits until the cache and the index have listed everything once (false when stopping): a
+/// source missing from a cache still listing would read as deleted and unstamp its workloads.
+async fn synced(cluster: &Cluster, stop: &CancellationToken) -> bool {
+    while !cluster.is_synced() {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    true
 }
 
 async fn reconcile(

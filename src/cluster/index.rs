@@ -13,12 +13,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::Change;
 use super::cache::SourceKey;
 use crate::checksum::patch::is_checksum_key;
 use crate::checksum::{SourceRef, Usage, references};
+use crate::metrics::Metrics;
 use crate::policy::settings::Selector;
 
 /// On a workload: `"true"` opts any workload in to checksums and rollouts, `"false"` opts a DX
@@ -31,6 +34,15 @@ pub enum WorkloadKind {
     Deployment,
 }
 
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StatefulSet => "StatefulSet",
+            Self::Deployment => "Deployment",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadKey {
     pub kind: WorkloadKind,
@@ -40,11 +52,7 @@ pub struct WorkloadKey {
 
 impl fmt::Display for WorkloadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::Deployment => "Deployment",
-        };
-        write!(f, "{kind} {}/{}", self.namespace, self.name)
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
     }
 }
 
@@ -102,11 +110,20 @@ pub struct WorkloadIndex {
     inner: RwLock<Index>,
     synced: AtomicUsize,
     selector: Selector,
+    metrics: Arc<Metrics>,
+    changes: UnboundedSender<Change>,
 }
 
 impl WorkloadIndex {
-    pub fn start(client: Client, selector: Selector, stop: CancellationToken) -> Arc<Self> {
-        let index = Arc::new(Self { inner: RwLock::default(), synced: AtomicUsize::new(0), selector });
+    pub fn start(
+        client: Client,
+        selector: Selector,
+        changes: UnboundedSender<Change>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let inner = RwLock::default();
+        let index = Arc::new(Self { inner, synced: AtomicUsize::new(0), selector, metrics, changes });
         let watch = Arc::clone(&index);
         let (api, halt) = (Api::<StatefulSet>::all(client.clone()), stop.clone());
         tokio::spawn(async move { watch.watch(api, WorkloadKind::StatefulSet, halt).await });
@@ -128,7 +145,8 @@ impl WorkloadIndex {
             let event = match event {
                 Ok(event) => event,
                 Err(error) => {
-                    warn!(%error, ?kind, "workload watch failed; retrying");
+                    warn!(%error, kind = kind.as_str(), "watch failed; retrying");
+                    self.metrics.count_watch_error(kind.as_str());
                     continue;
                 }
             };
@@ -143,7 +161,7 @@ impl WorkloadIndex {
                     if let Some(seen) = listing.as_mut() {
                         seen.insert(key.clone());
                     }
-                    self.apply(key, &object);
+                    self.apply(key, &object, counted);
                 }
                 Event::Delete(object) => {
                     let key = WorkloadKey {
@@ -172,7 +190,10 @@ impl WorkloadIndex {
         }
     }
 
-    fn apply<K: Workload>(&self, key: WorkloadKey, object: &K) {
+    /// Indexes a workload. After the first listing (`listed`), a workload that is new or uses
+    /// other sources than before is sent to the controller: the webhook may have admitted it
+    /// while a source could not be read, and the cache may hold that source by now.
+    fn apply<K: Workload>(&self, key: WorkloadKey, object: &K, listed: bool) {
         let Ok(mut inner) = self.inner.write() else { return };
         let (Some(spec), true) = (object.pod_spec(), wants_rollout(object.meta(), &self.selector)) else {
             inner.remove(&key);
@@ -183,7 +204,12 @@ impl WorkloadIndex {
             .and_then(|m| m.annotations.as_ref())
             .map(|a| a.iter().filter(|(k, _)| is_checksum_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        inner.insert(key, IndexedWorkload { references: references(spec), stamped });
+        let references = references(spec);
+        let changed = inner.workloads.get(&key).is_none_or(|known| known.references != references);
+        if listed && changed {
+            let _ = self.changes.send(Change::Workload(key.clone()));
+        }
+        inner.insert(key, IndexedWorkload { references, stamped });
     }
 
     pub fn is_synced(&self) -> bool {
@@ -201,6 +227,11 @@ impl WorkloadIndex {
             .flatten()
             .filter_map(|key| Some((key.clone(), inner.workloads.get(key)?.clone())))
             .collect()
+    }
+
+    /// One workload, if indexed.
+    pub fn get(&self, key: &WorkloadKey) -> Option<IndexedWorkload> {
+        self.inner.read().ok()?.workloads.get(key).cloned()
     }
 
     /// Workloads that cannot start without a source (non-optional references).

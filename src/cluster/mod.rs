@@ -15,7 +15,7 @@ use std::time::Duration;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-pub use cache::{ConfigCache, SourceKey};
+pub use cache::{ConfigCache, Fetched, SourceKey};
 pub use index::{AUTO_ROLLOUT, WorkloadIndex, WorkloadKey, WorkloadKind, wants_rollout};
 pub use lease::LeaderElection;
 
@@ -39,6 +39,15 @@ pub struct ClusterConfig {
     pub identity: String,
     /// Time a direct read of a source missing from the cache may take.
     pub fetch_timeout: Duration,
+}
+
+/// What the rollout controller is told of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// A ConfigMap or Secret changed, appeared or went away: re-stamp the workloads using it.
+    Source(SourceKey),
+    /// A workload is new or uses other sources: stamp it if its checksums are not current.
+    Workload(WorkloadKey),
 }
 
 /// Why the cluster side did not start.
@@ -69,9 +78,10 @@ impl Cluster {
     ) -> Result<Arc<Self>, ClusterError> {
         let client = client(&config).await?;
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let index =
+            WorkloadIndex::start(client.clone(), selector, changes_tx.clone(), Arc::clone(&metrics), stop.clone());
         let cache =
             ConfigCache::start(client.clone(), &config.checksum_key, changes_tx, Arc::clone(&metrics), stop.clone());
-        let index = WorkloadIndex::start(client.clone(), selector, stop.clone());
         let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
         let cluster = Arc::new(Self { cache, index, leader, config, metrics });
         controller::spawn(client, Arc::clone(&cluster), changes, stop);

@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::future::join_all;
 use kube::core::admission::AdmissionResponse;
 
 use super::AppState;
 use crate::admission::Decoded;
+use crate::checksum::annotations::source_key;
 use crate::checksum::patch::{Lookup, patch, stamp_references};
-use crate::checksum::references;
-use crate::cluster::SourceKey;
-use crate::cluster::wants_rollout;
+use crate::checksum::{SourceRef, references};
+use crate::cluster::{Fetched, SourceKey, wants_rollout};
 use crate::policy::finding::{WARNING_LIMIT, truncate};
 use crate::policy::{Object, Operation};
 
@@ -28,16 +29,20 @@ pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
     let Some(spec) = object.pod_spec() else { return response };
     let namespace = decoded.namespace();
     let references = references(spec);
-    let mut digests = BTreeMap::new();
-    for source in references.keys() {
+    // Read concurrently: with the API server unreachable, the whole review waits one timeout.
+    let reads = references.keys().map(|source| {
         let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
-        if let Some(digest) = cluster.cache.get_or_fetch(&key, cluster.config.fetch_timeout).await {
-            digests.insert(source.clone(), digest);
+        async move { cluster.cache.get_or_fetch(&key, cluster.config.fetch_timeout).await }
+    });
+    let fetched: BTreeMap<&SourceRef, Fetched> = references.keys().zip(join_all(reads).await).collect();
+    let current = object.pod_template_metadata().and_then(|m| m.annotations.as_ref());
+    let stamp = stamp_references(&references, namespace, |source| match &fetched[source] {
+        Fetched::Found(digest) => Lookup::Found(digest),
+        Fetched::Absent => Lookup::Missing,
+        // Why is logged where the read failed.
+        Fetched::Unreadable(_) => {
+            Lookup::Unreadable { current: current.and_then(|a| a.get(&source_key(source))).map(String::as_str) }
         }
-    }
-    let stamp = stamp_references(&references, namespace, |source| match digests.get(source) {
-        Some(digest) => Lookup::Found(digest),
-        None => Lookup::Missing,
     });
     let operations = patch(object.pod_template_metadata(), &stamp.annotations);
     let mut response = response;

@@ -9,6 +9,7 @@ mod common;
 mod capture;
 mod chart;
 mod cluster;
+mod relay;
 mod rollout;
 
 use std::panic::AssertUnwindSafe;
@@ -49,6 +50,8 @@ const VALIDATING: &str = "validate.dx-admission.hcl.com";
 pub struct Env {
     pub cluster: Cluster,
     pub webhook: Option<TestServer>,
+    /// Between the webhook and the API server, once a scenario put it there.
+    pub relay: Option<relay::Relay>,
 }
 
 impl Env {
@@ -558,7 +561,7 @@ fn main() -> ExitCode {
         config.cluster = Some(cluster_config);
     }));
     let ca = webhook.pki.ca_pem.clone();
-    let mut env = Env { cluster, webhook: Some(webhook) };
+    let mut env = Env { cluster, webhook: Some(webhook), relay: None };
     env.register(&ca);
     for namespace in ["dx", "dx-canary"] {
         let (ok, _, err) = env.kubectl(&["create", "namespace", namespace]);
@@ -577,6 +580,7 @@ fn main() -> ExitCode {
         rollout::a_config_change_in_the_cluster_rolls_the_workload,
         rollout::deleting_a_config_in_use_is_refused,
         rollout::leadership_moves_and_a_restarted_controller_patches_nothing,
+        rollout::with_the_api_server_unreachable_reviews_are_answered_from_the_cache,
         chart::the_chart_lints_clean_in_every_mode,
         chart::the_chart_renders_safe_defaults,
         chart::values_schema_rejects_wrong_values,

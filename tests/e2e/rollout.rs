@@ -1,13 +1,16 @@
 //! Config checksums end to end: the webhook stamps workloads, the controller re-stamps them when
 //! a ConfigMap or Secret changes in the cluster, the delete guard, and leadership.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use dx_admission::checksum::annotations::{AGGREGATE, source_value};
 use dx_admission::checksum::{Keys, SourceDigest, SourceKind};
 use serde_json::Value;
 
-use crate::common::{TestServer, eventually, repo};
+use crate::common::{TestServer, eventually, load, repo, review, yaml_from_str};
+use crate::relay::Relay;
 use crate::{Env, cluster_mode};
 
 const NS: &str = "e2e-roll";
@@ -62,18 +65,24 @@ fn expected_config_checksum(data: &[(&str, &str)]) -> String {
     source_value(SourceKind::ConfigMap, &SourceDigest::of_config_map(&map).checksum(&Keys::All))
 }
 
-/// A DX Deployment reading a ConfigMap (envFrom), an optional one, and a Secret key; plus an
-/// unrelated ConfigMap.
-fn manifests(app_config: &str) -> String {
-    let deployment = std::fs::read_to_string(repo().join("examples/valid/ring-api.yaml"))
+/// The example RingAPI Deployment in the test namespace, reading the Secret `db`'s password and,
+/// whole (envFrom), `app-config` and the source `second` names (YAML after `name: `).
+fn ring_api(second: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/valid/ring-api.yaml"))
         .unwrap()
         .replace("namespace: dx", &format!("namespace: {NS}"))
         .replace("name: dx-ring-api-config", "name: app-config")
-        .replace("name: dx-global-config", "name: other-config\n            optional: true")
+        .replace("name: dx-global-config", &format!("name: {second}"))
         .replace(
             "        envFrom:\n",
             "        env:\n        - name: DB_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: db\n              key: password\n        envFrom:\n",
-        );
+        )
+}
+
+/// The Deployment reading a ConfigMap, an optional one, and a Secret key; plus an unrelated
+/// ConfigMap.
+fn manifests(app_config: &str) -> String {
+    let deployment = ring_api("other-config\n            optional: true");
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-config, namespace: {NS}}}\ndata: {app_config}\n---\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other-config, namespace: {NS}}}\ndata: {{a: '1'}}\n---\n\
@@ -194,4 +203,125 @@ pub async fn leadership_moves_and_a_restarted_controller_patches_nothing(env: &m
     assert_eq!(generation(env, NS, "deployment", "dx-ring-api"), before, "a new leader patches nothing");
     // The new leader rolls on the next change.
     assert!(set_log_level_and_wait(env, "warn").await, "replica-b's controller re-stamps");
+}
+
+/// The Secret and whole ConfigMap sources of a workload the webhook has cached.
+const CACHED_ONLY: &str = "app-config";
+
+/// The checksum annotations a mutate answer adds to a template that carries none.
+async fn stamped_by(target: &load::Target, request: &load::Request) -> serde_json::Map<String, Value> {
+    let body = load::answer(target, request).await.expect("a correct answer");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let patch = answer["response"]["patch"].as_str().unwrap_or_else(|| panic!("no patch in {answer}"));
+    let patch: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(patch).unwrap()).unwrap();
+    assert_eq!(patch[0]["path"], "/spec/template/metadata/annotations", "{patch}");
+    patch[0]["value"].as_object().unwrap().clone()
+}
+
+pub async fn with_the_api_server_unreachable_reviews_are_answered_from_the_cache(env: &mut Env) {
+    // Replica C reaches the API server through a relay the test breaks; the API server still
+    // reaches C.
+    let kubeconfig = std::fs::read_to_string(&env.cluster.kubeconfig).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: https://")).unwrap().to_owned();
+    let relay = Relay::start(server.parse().unwrap()).await;
+    let relayed = env.cluster.dir.path().join("kubeconfig-relayed");
+    std::fs::write(&relayed, kubeconfig.replace(&server, &relay.addr.to_string())).unwrap();
+    let replica_c =
+        TestServer::start_with(move |config| config.cluster = Some(cluster_mode(&relayed, "replica-c"))).await;
+    let ready = eventually(Duration::from_secs(15), || async { replica_c.ops("/readyz").await.0 == 200 }).await;
+    assert!(ready, "replica-c lists the cluster through the relay");
+    let ca = replica_c.pki.ca_pem.clone();
+    let replica_b = env.webhook.replace(replica_c).expect("replica b");
+    env.register(&ca);
+    // The API server reads webhook configurations asynchronously: dry-run a change until it calls C.
+    let current = ring_api("other-config\n            optional: true").replace("replicas: 2", "replicas: 3");
+    let called = eventually(Duration::from_secs(15), || async {
+        let _ = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &current);
+        env.webhook().metric("dx_admission_reviews_total{endpoint=\"mutate\"").await > 0.0
+    })
+    .await;
+    assert!(called, "the API server calls replica-c");
+    if let Some(server) = replica_b.server {
+        server.shutdown().await;
+    }
+    let led = eventually(Duration::from_secs(10), || async { lease_holder(env) == "replica-c" }).await;
+    assert!(led, "replica-c takes the Lease");
+
+    // Load straight at C the whole time: mutate and validate of a workload whose sources are
+    // cached, and a denied one.
+    let webhook = env.webhook();
+    let target = load::Target::new(webhook.tls_addr, &webhook.pki.ca_pem);
+    let workload = yaml_from_str(&ring_api(CACHED_ONLY)).remove(0);
+    let broken = yaml_from_str(
+        &std::fs::read_to_string(repo().join("examples/broken/ring-api-unpinned-no-probe.yaml")).unwrap(),
+    )
+    .remove(0);
+    let mutate = load::Request::review("/mutate", &review("CREATE", Some(&workload), None), true);
+    let mix: Arc<[load::Request]> = Arc::from(vec![
+        mutate.clone(),
+        load::Request::review("/validate", &review("CREATE", Some(&workload), None), true),
+        load::Request::review("/validate", &review("CREATE", Some(&broken), None), false),
+    ]);
+    let running = tokio::spawn({
+        let target = target.clone();
+        async move { load::run_reconnecting(&target, mix, 4, load::Pace::Rate(100.0), Duration::from_secs(12), 10).await }
+    });
+    let stamped = app_checksum(env);
+    let secret = template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/secret.db");
+    let read_failures = "dx_admission_config_reads_total{result=\"failed\"}";
+    let failed_before = webhook.metric(read_failures).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 1. Stalled: requests to the API server get no answer.
+    relay.stall();
+    assert_eq!(webhook.ops("/readyz").await, (200, "ok".into()), "a replica that listed once stays ready");
+    let annotations = stamped_by(&target, &mutate).await;
+    assert_eq!(annotations["checksum.dx.hcl.com/configmap.app-config"], stamped.as_str(), "stamped from the cache");
+    assert_eq!(annotations["checksum.dx.hcl.com/secret.db"], secret.as_str());
+    // A ConfigMap created now, and the Deployment changed to read it: C cannot read it, says so,
+    // and admits the change.
+    let late = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: late-config, namespace: {NS}}}\ndata: {{feature: 'on'}}\n---\n{}",
+        ring_api("late-config")
+    );
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], &late);
+    assert!(ok, "{err}");
+    assert_eq!(out, "configmap/late-config created\ndeployment.apps/dx-ring-api configured\n");
+    assert_eq!(
+        err,
+        "Warning: ConfigMap e2e-roll/late-config not readable from the API server now; the rollout controller \
+         stamps its checksum later\n"
+    );
+    assert_eq!(app_checksum(env), stamped, "the checksums it has are kept");
+    let late_checksum =
+        || template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/configmap.late-config");
+    assert_eq!(late_checksum(), "");
+    assert!(webhook.metric(read_failures).await > failed_before, "the failed read is counted");
+
+    // 2. Refusing: every connection to the API server is closed at once.
+    relay.refuse();
+    let watch_errors = "dx_admission_watch_errors_total{kind=\"ConfigMap\"}";
+    let counted = eventually(Duration::from_secs(10), || async { webhook.metric(watch_errors).await > 0.0 }).await;
+    assert!(counted, "the failing watch is counted");
+    assert_eq!(webhook.ops("/readyz").await.0, 200);
+    let annotations = stamped_by(&target, &mutate).await;
+    assert_eq!(annotations["checksum.dx.hcl.com/configmap.app-config"], stamped.as_str());
+
+    // 3. Healed: the watches resume and the controller stamps what C could not read.
+    relay.heal();
+    let healed = Instant::now();
+    let expected = expected_config_checksum(&[("feature", "on")]);
+    let caught_up = eventually(Duration::from_secs(40), || async { late_checksum() == expected }).await;
+    assert!(caught_up, "the source C could not read is stamped once the API server answers");
+    let outcome = running.await.expect("load");
+    println!(
+        "e2e: API server unreachable (stalled, then refusing) under load: {} reviews, {} failed; caught up {:.1}s after it healed",
+        outcome.ok + outcome.failed,
+        outcome.failed,
+        healed.elapsed().as_secs_f64()
+    );
+    assert!(outcome.ok >= 500, "the load ran: {} reviews", outcome.ok);
+    assert_eq!(outcome.failed, 0, "failed reviews: {:?}", outcome.failures);
+    env.relay = Some(relay);
 }

@@ -1,0 +1,115 @@
+//! A TCP relay between a replica and the API server that a test can break, as a network can:
+//! `stall` holds every byte in both directions (a partition that drops packets: requests time
+//! out), `refuse` closes every connection and each new one at once (requests fail fast), `heal`
+//! lets bytes flow again.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Open,
+    Stalled,
+    Refusing,
+}
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    state: watch::Sender<State>,
+    stop: CancellationToken,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay port");
+        let addr = listener.local_addr().unwrap();
+        let (state, _) = watch::channel(State::Open);
+        let stop = CancellationToken::new();
+        let (states, halt) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let downstream = tokio::select! {
+                    () = halt.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
+                };
+                if *states.borrow() == State::Refusing {
+                    continue;
+                }
+                tokio::spawn(relay(downstream, upstream, states.subscribe(), halt.clone()));
+            }
+        });
+        Self { addr, state, stop }
+    }
+
+    pub fn stall(&self) {
+        self.state.send_replace(State::Stalled);
+    }
+
+    pub fn refuse(&self) {
+        self.state.send_replace(State::Refusing);
+    }
+
+    pub fn heal(&self) {
+        self.state.send_replace(State::Open);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn relay(downstream: TcpStream, upstream: SocketAddr, state: watch::Receiver<State>, stop: CancellationToken) {
+    let Ok(upstream) = TcpStream::connect(upstream).await else { return };
+    let (down_read, down_write) = downstream.into_split();
+    let (up_read, up_write) = upstream.into_split();
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = pump(down_read, up_write, state.clone()) => {}
+        () = pump(up_read, down_write, state) => {}
+    }
+}
+
+/// Copies one direction while the relay is open; returns (closing both) when either side closes
+/// or the relay starts refusing.
+async fn pump(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    mut state: watch::Receiver<State>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if !open(&mut state).await {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            () = refused(&mut state) => return,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bytes read just before a stall are held until it heals.
+        if !open(&mut state).await || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until the relay is open (true) or refusing (false).
+async fn open(state: &mut watch::Receiver<State>) -> bool {
+    match state.wait_for(|s| *s != State::Stalled).await {
+        Ok(s) => *s == State::Open,
+        Err(_) => false,
+    }
+}
+
+async fn refused(state: &mut watch::Receiver<State>) {
+    let _ = state.wait_for(|s| *s == State::Refusing).await;
+}
