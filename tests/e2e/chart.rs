@@ -168,7 +168,8 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
             "DxAdmissionReloadFailures",
             "DxAdmissionDenialSpike",
             "DxAdmissionSlowReviews",
-            "DxAdmissionRolloutFailures"
+            "DxAdmissionRolloutFailures",
+            "DxAdmissionApiServerUnreachable"
         ]
     );
     let dashboard =
