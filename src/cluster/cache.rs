@@ -245,7 +245,8 @@ impl ConfigCache {
             }
             Ok(None) => (Fetched::Absent, ReadResult::Absent),
             Err(reason) => {
-                warn!(namespace = %key.namespace, source = %key.source, %reason, "could not read a source missing from the cache");
+                let (namespace, source) = (&key.namespace, &key.source);
+                warn!(%namespace, %source, %reason, "could not read a source missing from the cache");
                 (Fetched::Unreadable(reason), ReadResult::Failed)
             }
         };
