@@ -51,7 +51,7 @@ pub struct Env {
     pub cluster: Cluster,
     pub webhook: Option<TestServer>,
     /// Between the webhook and the API server, once a scenario put it there.
-    pub relay: Option<relay::Relay>,
+    pub relay: Option<Arc<relay::Relay>>,
 }
 
 impl Env {
