@@ -247,7 +247,7 @@ impl ConfigCache {
             Err(reason) => {
                 let (namespace, source) = (&key.namespace, &key.source);
                 warn!(%namespace, %source, %reason, "could not read a source missing from the cache");
-                (Fetched::Unreadable(reason), ReadResult::Failed)
+                (Fetched::Unreadable, ReadResult::Failed)
             }
         };
         self.metrics.config_reads.get_or_create(&ResultLabels { result: result.as_str() }).inc();
@@ -261,8 +261,8 @@ pub enum Fetched {
     Found(SourceDigest),
     /// The API server says it does not exist.
     Absent,
-    /// The API server did not answer in time, or failed: it may or may not exist. Why, for people.
-    Unreadable(String),
+    /// The API server did not answer in time, or failed (logged here): it may or may not exist.
+    Unreadable,
 }
 
 /// One GET of a named object, bounded by `timeout`.

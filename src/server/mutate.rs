@@ -39,8 +39,7 @@ pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
     let stamp = stamp_references(&references, namespace, |source| match &fetched[source] {
         Fetched::Found(digest) => Lookup::Found(digest),
         Fetched::Absent => Lookup::Missing,
-        // Why is logged where the read failed.
-        Fetched::Unreadable(_) => {
+        Fetched::Unreadable => {
             Lookup::Unreadable { current: current.and_then(|a| a.get(&source_key(source))).map(String::as_str) }
         }
     });
