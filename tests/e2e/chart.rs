@@ -410,11 +410,18 @@ pub async fn self_managed_certificates_are_made_trusted_and_renewed(env: &mut En
     assert!(bundles.contains(&2), "the CA roll kept both CAs in the bundle");
     assert!(bundles.contains(&1));
 
-    // Hand the registrations back to the previous webhook.
+    // Hand the registrations back to the previous webhook, once the self-managed replica has
+    // stopped: while it runs it keeps writing its own CA into their caBundle.
     let ca = previous.pki.ca_pem.clone();
     let current = env.webhook.replace(previous).expect("self-managed replica");
-    env.register(&ca);
     if let Some(server) = current.server {
         server.shutdown().await;
     }
+    env.register(&ca);
+    let handed_back = eventually(Duration::from_secs(15), || {
+        let ok = answered_once(env);
+        async move { ok }
+    })
+    .await;
+    assert!(handed_back, "the previous webhook answers the API server again");
 }
