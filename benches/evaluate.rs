@@ -65,7 +65,7 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 fn main() {
     let schemas = SchemaSet::load(Path::new("schemas")).expect("schemas load");
     let settings = Settings::default();
-    let policy = Policy { settings: &settings, schemas: &schemas };
+    let policy = Policy::offline(&settings, &schemas);
     println!(
         "{:<52} {:>8} {:>10} {:>10} {:>8} {:>9}",
         "review (example object)", "bytes", "decode µs", "eval µs", "resp µs", "eval/dec"

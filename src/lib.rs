@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod cli;
 pub mod cluster;
 pub mod dev;
+pub mod lookup;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -1,5 +1,6 @@
 //! Prometheus metrics. Names and labels are public API, documented in the README: keep them.
 
+use crate::lookup::Lookup;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,26 +20,6 @@ impl Endpoint {
         match self {
             Self::Validate => "validate",
             Self::Mutate => "mutate",
-        }
-    }
-}
-
-/// The answer given to a review.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Verdict {
-    /// Allowed with no warnings.
-    Allowed,
-    /// Allowed, with `Warning:` lines.
-    Warned,
-    Denied,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allowed => "allowed",
-            Self::Warned => "warned",
-            Self::Denied => "denied",
         }
     }
 }
@@ -76,24 +57,6 @@ pub struct ResultLabels {
 pub struct WatchLabels {
     /// The watched kind: `ConfigMap`, `Secret`, `StatefulSet` or `Deployment`.
     pub kind: &'static str,
-}
-
-/// How a direct read of a source missing from the config cache ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadResult {
-    Found,
-    Absent,
-    Failed,
-}
-
-impl ReadResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Found => "found",
-            Self::Absent => "absent",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 /// Every metric dx-admission exports.
@@ -172,8 +135,8 @@ impl Metrics {
             "Direct reads of ConfigMaps and Secrets missing from the config cache: found, absent or failed",
             config_reads.clone(),
         );
-        for result in [ReadResult::Found, ReadResult::Absent, ReadResult::Failed] {
-            drop(config_reads.get_or_create(&ResultLabels { result: result.as_str() }));
+        for result in [Lookup::Found(()), Lookup::Absent, Lookup::Unreadable] {
+            drop(config_reads.get_or_create(&ResultLabels { result: result.result_label() }));
         }
         let watch_errors = Family::<WatchLabels, Counter>::default();
         registry.register(

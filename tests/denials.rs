@@ -122,7 +122,7 @@ async fn check_agrees_with_the_server_on_every_example() {
         let dir = common::repo().join("examples").join(set);
         let manifests = read_manifests(&[dir], "default").unwrap();
         let nothing = read_manifests(&[], "default").unwrap();
-        let offline = check(Policy { settings: &settings, schemas: &schemas }, &manifests, &nothing);
+        let offline = check(Policy::offline(&settings, &schemas), &manifests, &nothing);
         let served = examples(set);
         assert_eq!(offline.len(), served.len(), "{set}");
         for (checked, (file, object)) in offline.iter().zip(&served) {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use dx_admission::checksum::patch::{Lookup, is_checksum_key, patch, stamp};
+use dx_admission::checksum::patch::{is_checksum_key, patch, stamp};
+use dx_admission::lookup::Lookup;
 use dx_admission::checksum::{SourceDigest, SourceKind};
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,7 +18,7 @@ fuzz_target!(|input: &[u8]| {
     let template: Option<ObjectMeta> = serde_json::from_value(value["template"].clone()).ok();
     let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"k": value["data"].to_string()}})).unwrap();
     let digest = SourceDigest::of_config_map(&map);
-    let stamped = stamp(&spec, "ns", |source| if source.kind == SourceKind::ConfigMap && source.name.len() % 2 == 0 { Lookup::Found(&digest) } else { Lookup::Missing });
+    let stamped = stamp(&spec, "ns", None, |source| if source.kind == SourceKind::ConfigMap && source.name.len() % 2 == 0 { Lookup::Found(&digest) } else { Lookup::Absent });
     let operations = patch(template.as_ref(), &stamped.annotations);
     let mut document = json!({"spec": {"template": {"metadata": serde_json::to_value(&template).unwrap_or(Value::Null)}}});
     if template.is_none() {

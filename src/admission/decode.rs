@@ -118,6 +118,11 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
         if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
             return Err(DecodeError::MissingObject { operation, kind });
         }
+        // API servers send the stored object on DELETE; without one, rules judge it by its name.
+        if old_object.is_none() && operation == Operation::Delete {
+            let namespace = request.namespace.as_deref().unwrap_or("");
+            old_object = Some(Object::named(kind, namespace, &request.name));
+        }
     }
     Ok(Decoded { request, operation, kind, object, old_object })
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::policy::object::{Component, ResourceKind};
-use crate::policy::schema::json_files;
+use crate::policy::schema::{DX_MAXIMUM, DX_MINIMUM, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS, json_files};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Class {
@@ -100,7 +100,7 @@ fn number(value: Option<&Value>, dx_type: Option<&str>) -> Option<f64> {
 
 /// Changes of one key's schema.
 fn compare_key(key: &str, old: &Value, new: &Value, out: &mut Vec<(Class, String)>) {
-    let dx_type = |v: &Value| v.get("dxType").and_then(Value::as_str).map(str::to_owned);
+    let dx_type = |v: &Value| v.get(DX_TYPE).and_then(Value::as_str).map(str::to_owned);
     let (old_type, new_type) = (dx_type(old), dx_type(new));
     if old_type != new_type {
         let class = if new_type.is_none() { Class::Compatible } else { Class::Breaking };
@@ -131,10 +131,10 @@ fn compare_key(key: &str, old: &Value, new: &Value, out: &mut Vec<(Class, String
     }
     let typed = new_type.as_deref();
     for (keyword, tighter_when_greater) in [
-        ("dxMinimum", true),
+        (DX_MINIMUM, true),
         ("minimum", true),
         ("minLength", true),
-        ("dxMaximum", false),
+        (DX_MAXIMUM, false),
         ("maximum", false),
         ("maxLength", false),
     ] {
@@ -168,7 +168,7 @@ fn compare_config_map(
     let (old_props, new_props) = (props(old), props(new));
     let (old_required, new_required) = (strings(old.get("required")), strings(new.get("required")));
     let renamed: BTreeMap<String, String> =
-        new.get("dxRenamedKeys").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+        new.get(DX_RENAMED_KEYS).and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
     for (key, old_schema) in &old_props {
         match new_props.get(key) {
             None => match renamed.get(key) {
@@ -199,7 +199,7 @@ fn compare_config_map(
             out.push((Class::Compatible, format!("{key}: added")));
         }
     }
-    let strictness = |v: &Value| match v.get("dxUnknownKeys").and_then(Value::as_str) {
+    let strictness = |v: &Value| match v.get(DX_UNKNOWN_KEYS).and_then(Value::as_str) {
         Some("deny") => 2,
         Some("warn") => 1,
         _ => 0,
@@ -224,7 +224,7 @@ pub fn diff(dir: &Path, old: &str, new: &str) -> Result<Vec<Change>, String> {
         }
     }
     let mut changes = Vec::new();
-    for kind in ResourceKind::ALL {
+    for kind in ResourceKind::DX {
         for component in Component::ALL.into_iter().filter(|c| c.allowed_on(kind)) {
             let file = |version: &str| format!("{version}/{}/{component}.json", kind.schema_dir());
             let (old_file, new_file) = (file(old), file(new));

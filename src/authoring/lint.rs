@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::policy::schema::{SchemaSet, json_files};
+use crate::policy::schema::{DX_DOCUMENT, DX_KEYWORDS, SchemaSet, json_files};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -98,7 +98,7 @@ const STANDARD: &[&str] = &[
     "contentSchema",
 ];
 /// The DX vocabulary (schemas/README.md).
-const DX: &[&str] = &["dxType", "dxMinimum", "dxMaximum", "dxDocument", "dxUnknownKeys", "dxRenamedKeys"];
+const DX: &[&str] = &DX_KEYWORDS;
 /// Formats the validator checks.
 const FORMATS: &[&str] = &[
     "date-time",
@@ -134,7 +134,7 @@ const ONE: &[&str] = &[
     "then",
     "else",
     "contentSchema",
-    "dxDocument",
+    DX_DOCUMENT,
 ];
 const MAP: &[&str] = &["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"];
 const LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];

@@ -14,18 +14,7 @@ use serde_json::Value;
 use super::annotations::{AGGREGATE, SOURCE_PREFIX, source_key, source_value};
 use super::digest::{SourceDigest, hex};
 use super::refs::{SourceRef, Usage, references};
-
-/// What is known of a source when stamping.
-pub enum Lookup<'a> {
-    Found(&'a SourceDigest),
-    /// Not in the cache, and a direct read found nothing.
-    Missing,
-    /// Not in the cache, and the API server could not be asked. The template keeps the checksum
-    /// it carries (`current`), so an outage does not roll pods by itself.
-    Unreadable {
-        current: Option<&'a str>,
-    },
-}
+use crate::lookup::Lookup;
 
 /// The annotations a template should carry, and warnings for required sources that do not exist
 /// and sources that could not be read.
@@ -33,20 +22,27 @@ pub enum Lookup<'a> {
 pub struct Stamp {
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<String>,
-    /// Sources the template uses, for the workload index.
-    pub sources: Vec<SourceRef>,
 }
 
-/// Computes the stamp of a pod spec from what `lookup` knows of each source.
-pub fn stamp<'a>(spec: &PodSpec, namespace: &str, lookup: impl FnMut(&SourceRef) -> Lookup<'a>) -> Stamp {
-    stamp_references(&references(spec), namespace, lookup)
+/// Computes the stamp of a pod spec from what `lookup` knows of each source; `current` is the
+/// template's annotations now.
+pub fn stamp<'a>(
+    spec: &PodSpec,
+    namespace: &str,
+    current: Option<&BTreeMap<String, String>>,
+    lookup: impl FnMut(&SourceRef) -> Lookup<&'a SourceDigest>,
+) -> Stamp {
+    stamp_references(&references(spec), namespace, current, lookup)
 }
 
-/// The same, from references already discovered.
+/// The same, from references already discovered. A source that is [`Lookup::Unreadable`] keeps
+/// the checksum the template carries for it, so an outage of the API server does not roll pods
+/// by itself.
 pub fn stamp_references<'a>(
     references: &BTreeMap<SourceRef, Usage>,
     namespace: &str,
-    mut lookup: impl FnMut(&SourceRef) -> Lookup<'a>,
+    current: Option<&BTreeMap<String, String>>,
+    mut lookup: impl FnMut(&SourceRef) -> Lookup<&'a SourceDigest>,
 ) -> Stamp {
     let mut stamp = Stamp::default();
     for (source, usage) in references {
@@ -55,15 +51,16 @@ pub fn stamp_references<'a>(
                 let checksum = digest.checksum(&usage.keys);
                 stamp.annotations.insert(source_key(source), source_value(source.kind, &checksum));
             }
-            Lookup::Missing if usage.required => stamp.warnings.push(format!(
+            Lookup::Absent if usage.required => stamp.warnings.push(format!(
                 "{} {namespace}/{} does not exist yet; pods will not start until it does",
                 source.kind.as_str(),
                 source.name
             )),
-            Lookup::Missing => {}
-            Lookup::Unreadable { current } => {
-                if let Some(current) = current {
-                    stamp.annotations.insert(source_key(source), current.to_owned());
+            Lookup::Absent => {}
+            Lookup::Unreadable => {
+                let key = source_key(source);
+                if let Some(carried) = current.and_then(|annotations| annotations.get(&key)) {
+                    stamp.annotations.insert(key, carried.clone());
                 }
                 // Why it could not be read is logged; the warning says what follows, in 120 characters.
                 stamp.warnings.push(format!(
@@ -74,7 +71,6 @@ pub fn stamp_references<'a>(
                 ));
             }
         }
-        stamp.sources.push(source.clone());
     }
     if !stamp.annotations.is_empty() {
         let mut context = digest::Context::new(&digest::SHA256);
@@ -157,10 +153,10 @@ mod tests {
 
     fn stamped() -> Stamp {
         let (config, secret) = digests();
-        stamp(&spec(), "dx", |source| match (source.kind, source.name.as_str()) {
+        stamp(&spec(), "dx", None, |source| match (source.kind, source.name.as_str()) {
             (SourceKind::ConfigMap, "dx-core-config") => Lookup::Found(&config),
             (SourceKind::Secret, "db") => Lookup::Found(&secret),
-            _ => Lookup::Missing,
+            _ => Lookup::Absent,
         })
     }
 
@@ -180,18 +176,17 @@ mod tests {
         assert!(stamp.annotations["dx.hcl.com/config-checksum"].starts_with("sha256:"));
         // A missing optional source is skipped; a missing required one is a warning.
         assert_eq!(stamp.warnings, ["ConfigMap dx/needed does not exist yet; pods will not start until it does"]);
-        assert_eq!(stamp.sources.len(), 4);
     }
 
     #[test]
     fn an_unreadable_source_keeps_the_checksum_the_template_carries_and_warns() {
         let (config, _) = digests();
         let kept = "sha256:kept";
-        let stamp = stamp(&spec(), "dx", |source| match (source.kind, source.name.as_str()) {
+        let current = BTreeMap::from([("checksum.dx.hcl.com/secret.db".to_owned(), kept.to_owned())]);
+        let stamp = stamp(&spec(), "dx", Some(&current), |source| match (source.kind, source.name.as_str()) {
             (SourceKind::ConfigMap, "dx-core-config") => Lookup::Found(&config),
-            (SourceKind::Secret, "db") => Lookup::Unreadable { current: Some(kept) },
-            (SourceKind::ConfigMap, "needed") => Lookup::Unreadable { current: None },
-            _ => Lookup::Missing,
+            (SourceKind::Secret, "db") | (SourceKind::ConfigMap, "needed") => Lookup::Unreadable,
+            _ => Lookup::Absent,
         });
         assert_eq!(stamp.annotations["checksum.dx.hcl.com/secret.db"], kept);
         assert!(

@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 
 use super::Change;
 use crate::checksum::{SourceDigest, SourceKind, SourceRef};
-use crate::metrics::{Metrics, ReadResult, ResultLabels};
+use crate::lookup::Lookup;
+use crate::metrics::{Metrics, ResultLabels};
 
 /// A source in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,9 +223,9 @@ impl ConfigCache {
 
     /// The digest from the cache, else from one direct read (a source created just before the
     /// workload may not have reached the watch yet), which may take at most `timeout`.
-    pub async fn get_or_fetch(&self, key: &SourceKey, timeout: Duration) -> Fetched {
+    pub async fn get_or_fetch(&self, key: &SourceKey, timeout: Duration) -> Lookup<SourceDigest> {
         if let Some(digest) = self.get(key) {
-            return Fetched::Found(digest);
+            return Lookup::Found(digest);
         }
         let name = key.source.name.as_str();
         let read = match key.source.kind {
@@ -237,32 +238,23 @@ impl ConfigCache {
                 read(&api, name, timeout).await.map(|found| found.map(|o| self.digest_of(&o)))
             }
         };
-        let (fetched, result) = match read {
+        let fetched = match read {
             Ok(Some(digest)) => {
                 // Unless the watch got there first; a listing running now re-stamps it if it still exists.
                 self.insert(key, digest.clone(), 0, false);
-                (Fetched::Found(digest), ReadResult::Found)
+                Lookup::Found(digest)
             }
-            Ok(None) => (Fetched::Absent, ReadResult::Absent),
+            Ok(None) => Lookup::Absent,
             Err(reason) => {
+                // Why is logged here; callers only learn that it may or may not exist.
                 let (namespace, source) = (&key.namespace, &key.source);
                 warn!(%namespace, %source, %reason, "could not read a source missing from the cache");
-                (Fetched::Unreadable, ReadResult::Failed)
+                Lookup::Unreadable
             }
         };
-        self.metrics.config_reads.get_or_create(&ResultLabels { result: result.as_str() }).inc();
+        self.metrics.config_reads.get_or_create(&ResultLabels { result: fetched.result_label() }).inc();
         fetched
     }
-}
-
-/// What the cache, or a direct read, knows of a source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fetched {
-    Found(SourceDigest),
-    /// The API server says it does not exist.
-    Absent,
-    /// The API server did not answer in time, or failed (logged here): it may or may not exist.
-    Unreadable,
 }
 
 /// One GET of a named object, bounded by `timeout`.

@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use super::cache::SourceKey;
 use super::index::{IndexedWorkload, WorkloadKey, WorkloadKind};
 use super::{Change, Cluster};
-use crate::checksum::patch::{Lookup, stamp_references};
+use crate::checksum::patch::stamp_references;
+use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 
 /// The field manager of the controller's patches.
@@ -97,11 +98,12 @@ async fn reconcile(
                 digests.insert(source.clone(), digest);
             }
         }
-        let desired = stamp_references(&workload.references, &key.namespace, |source| match digests.get(source) {
-            Some(digest) => Lookup::Found(digest),
-            None => Lookup::Missing,
-        })
-        .annotations;
+        let desired =
+            stamp_references(&workload.references, &key.namespace, None, |source| match digests.get(source) {
+                Some(digest) => Lookup::Found(digest),
+                None => Lookup::Absent,
+            })
+            .annotations;
         if desired == workload.stamped {
             continue;
         }

@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -22,6 +21,7 @@ use super::cache::SourceKey;
 use crate::checksum::patch::is_checksum_key;
 use crate::checksum::{SourceRef, Usage, references};
 use crate::metrics::Metrics;
+use crate::policy::PodTemplate;
 use crate::policy::settings::Selector;
 
 /// On a workload: `"true"` opts any workload in to checksums and rollouts, `"false"` opts a DX
@@ -67,11 +67,10 @@ pub struct IndexedWorkload {
 /// Whether a workload's pods should roll on config changes.
 pub fn wants_rollout(metadata: &ObjectMeta, selector: &Selector) -> bool {
     let annotation = metadata.annotations.as_ref().and_then(|a| a.get(AUTO_ROLLOUT)).map(String::as_str);
-    let dx = metadata.labels.as_ref().and_then(|l| l.get(&selector.part_of_label)) == Some(&selector.part_of_value);
     match annotation {
         Some("true") => true,
         Some("false") => false,
-        _ => dx,
+        _ => selector.selects(metadata),
     }
 }
 
@@ -252,26 +251,16 @@ impl WorkloadIndex {
 
 /// StatefulSets and Deployments, as the index reads them.
 pub trait Workload:
-    kube::Resource<DynamicType = ()> + Clone + fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+    kube::Resource<DynamicType = ()>
+    + PodTemplate
+    + Clone
+    + fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
 {
-    fn pod_spec(&self) -> Option<&PodSpec>;
-    fn template_metadata(&self) -> Option<&ObjectMeta>;
 }
 
-impl Workload for StatefulSet {
-    fn pod_spec(&self) -> Option<&PodSpec> {
-        self.spec.as_ref()?.template.spec.as_ref()
-    }
-    fn template_metadata(&self) -> Option<&ObjectMeta> {
-        self.spec.as_ref()?.template.metadata.as_ref()
-    }
-}
-
-impl Workload for Deployment {
-    fn pod_spec(&self) -> Option<&PodSpec> {
-        self.spec.as_ref()?.template.spec.as_ref()
-    }
-    fn template_metadata(&self) -> Option<&ObjectMeta> {
-        self.spec.as_ref()?.template.metadata.as_ref()
-    }
-}
+impl Workload for StatefulSet {}
+impl Workload for Deployment {}

@@ -5,6 +5,7 @@
 mod cache;
 pub mod certs;
 mod controller;
+mod facts;
 mod index;
 mod lease;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-pub use cache::{ConfigCache, Fetched, SourceKey};
+pub use cache::{ConfigCache, SourceKey};
 pub use index::{AUTO_ROLLOUT, WorkloadIndex, WorkloadKey, WorkloadKind, wants_rollout};
 pub use lease::LeaderElection;
 

@@ -1,45 +1,30 @@
-//! The one definition of valid: [`evaluate`] runs every applicable rule over one review.
-
-use std::fmt;
+//! The one definition of valid: [`evaluate`] runs every applicable row of the rule table over one
+//! review — CREATE, UPDATE and DELETE alike, DX objects and (for rules that say so) any object.
 
 use super::annotations::SCHEMA_VERSION;
+use super::facts::{ClusterFacts, OFFLINE};
 use super::finding::{Finding, Judged};
 use super::object::{Identity, Object, ResourceKind};
-use super::rules::{Context, Findings, RULES};
+use super::operation::Operation;
+use super::rules::{Context, Findings, RULES, Rule};
 use super::schema::{SchemaSet, VersionLookup};
 use super::settings::{Settings, Severity};
+use super::verdict::Verdict;
 
-/// The admission operation, as the policy sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Create,
-    Update,
-    Delete,
-    Connect,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Create => "CREATE",
-            Self::Update => "UPDATE",
-            Self::Delete => "DELETE",
-            Self::Connect => "CONNECT",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the evaluation is configured with: settings and the current schema set.
+/// What the evaluation is configured with and may know: settings, the current schema set, and
+/// the cluster facts rules read.
 #[derive(Clone, Copy)]
 pub struct Policy<'a> {
     pub settings: &'a Settings,
     pub schemas: &'a SchemaSet,
+    pub facts: &'a dyn ClusterFacts,
+}
+
+impl<'a> Policy<'a> {
+    /// With no cluster: rules that need a cluster fact say they could not judge.
+    pub fn offline(settings: &'a Settings, schemas: &'a SchemaSet) -> Self {
+        Self { settings, schemas, facts: &OFFLINE }
+    }
 }
 
 /// One review: the operation, where, and the new and stored objects.
@@ -54,11 +39,12 @@ pub struct Review<'a> {
 }
 
 /// The outcome of an evaluation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evaluation {
     /// The object's kind and `namespace/name`, for messages.
     pub kind: Option<ResourceKind>,
     pub object_name: String,
+    pub operation: Operation,
     /// Whether the object is a DX object at all.
     pub dx: bool,
     /// The schema version the object was checked under (`None` when it names an unknown one).
@@ -69,22 +55,36 @@ pub struct Evaluation {
     pub findings: Vec<Judged>,
 }
 
-impl Evaluation {
-    fn untouched(kind: Option<ResourceKind>, object_name: String) -> Self {
-        Self { kind, object_name, ..Self::default() }
+impl Default for Evaluation {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            object_name: String::new(),
+            operation: Operation::Create,
+            dx: false,
+            schema_version: None,
+            unknown_schema_version: None,
+            findings: Vec::new(),
+        }
     }
+}
 
+impl Evaluation {
     /// Whether any finding denies the request.
     pub fn denied(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Deny)
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.denied(), self.with_severity(Severity::Warn).next().is_some())
     }
 
     pub fn with_severity(&self, severity: Severity) -> impl Iterator<Item = &Judged> {
         self.findings.iter().filter(move |f| f.severity == severity)
     }
 
-    /// The denial text: a first line naming the object and schema version, then one line per
-    /// denying finding. `None` when nothing denies.
+    /// The denial text: a first line naming the object and what it was judged by, then one line
+    /// per denying finding. `None` when nothing denies.
     pub fn denial_message(&self) -> Option<String> {
         let denials: Vec<&Judged> = self.with_severity(Severity::Deny).collect();
         if denials.is_empty() {
@@ -95,12 +95,14 @@ impl Evaluation {
             1 => "1 problem".to_owned(),
             n => format!("{n} problems"),
         };
-        let under = match (&self.schema_version, &self.unknown_schema_version) {
-            (Some(version), _) => format!("under DX schema {version}"),
-            (None, Some(requested)) => format!("because DX schema {requested} is not loaded"),
-            (None, None) => "by the DX rules".to_owned(),
+        // A delete is refused because something still needs the object; its schema is moot.
+        let why = match (self.operation, &self.schema_version, &self.unknown_schema_version) {
+            (Operation::Delete, _, _) => ": it is still in use".to_owned(),
+            (_, Some(version), _) => format!(" under DX schema {version}"),
+            (_, None, Some(requested)) => format!(" because DX schema {requested} is not loaded"),
+            (_, None, None) => " by the DX rules".to_owned(),
         };
-        let mut text = format!("{kind} {} rejected {under} ({count}):", self.object_name);
+        let mut text = format!("{kind} {} rejected{why} ({count}):", self.object_name);
         for finding in denials {
             text.push('\n');
             text.push_str(&finding.line());
@@ -114,47 +116,137 @@ impl Evaluation {
     }
 }
 
-/// Evaluates one review. Foreign (non-DX) objects and deletions come back with no findings.
+/// Evaluates one review against the rule table.
 pub fn evaluate(policy: Policy<'_>, review: Review<'_>) -> Evaluation {
-    let subject = review.object.or(review.old_object);
-    let kind = subject.map(Object::kind);
-    let object_name = subject.map_or_else(String::new, |o| qualified_name(review.namespace, o.name()));
-    let Some(object) = review.object else {
-        return Evaluation::untouched(kind, object_name);
+    evaluate_rules(RULES, policy, review)
+}
+
+/// Evaluates one review against `rules` (the table, or a test's own rows).
+pub(crate) fn evaluate_rules(rules: &[Rule], policy: Policy<'_>, review: Review<'_>) -> Evaluation {
+    // A DELETE judges the object being deleted; CREATE and UPDATE the object as it would be.
+    let (subject, old) = match review.operation {
+        Operation::Delete => (review.old_object, None),
+        _ => (review.object, review.old_object),
     };
-    let Identity::Dx { component_label, component } = Identity::of(object, &policy.settings.selector) else {
-        return Evaluation::untouched(kind, object_name);
+    let Some(object) = subject else {
+        let kind = review.object.or(review.old_object).map(Object::kind);
+        return Evaluation { kind, operation: review.operation, ..Evaluation::default() };
+    };
+    let object_name = qualified_name(review.namespace, object.name());
+    let (dx, component_label, component) = match Identity::of(object, &policy.settings.selector) {
+        Identity::Dx { component_label, component } => (true, component_label, component),
+        Identity::Foreign => (false, None, None),
     };
     let version = policy.schemas.resolve(object.annotation(SCHEMA_VERSION));
-    let (schema_version, unknown_schema_version) = match version {
-        VersionLookup::Found(v) => (Some(v.name.clone()), None),
-        VersionLookup::Unknown { requested } => (None, Some(requested.to_owned())),
+    let (schema_version, unknown_schema_version) = match (dx, &version) {
+        (false, _) => (None, None),
+        (true, VersionLookup::Found(v)) => (Some(v.name.clone()), None),
+        (true, VersionLookup::Unknown { requested }) => (None, Some((*requested).to_owned())),
     };
     let ctx = Context {
         object,
-        old: review.old_object,
+        old,
+        namespace: review.namespace,
+        object_name: &object_name,
         component_label,
         component,
         schemas: policy.schemas,
         version,
         settings: policy.settings,
+        facts: policy.facts,
     };
     let mut findings = Vec::new();
     let mut found: Vec<Finding> = Vec::new();
-    for rule in RULES {
-        if !rule.kinds.contains(&object.kind()) || !rule.operations.contains(&review.operation) {
-            continue;
-        }
+    for rule in rules.iter().filter(|rule| rule.applies(object.kind(), review.operation, dx)) {
         (rule.check)(&ctx, &mut Findings::new(rule.id, &mut found));
         findings.extend(found.drain(..).map(|finding| {
             let requested = finding.requested.unwrap_or(rule.severity);
-            let severity = policy.settings.severity(review.namespace, rule.id, requested);
+            let mut severity = policy.settings.severity(review.namespace, rule.id, requested);
+            if finding.not_judged {
+                severity = severity.min(Severity::Warn);
+            }
             Judged { finding, severity, fix: rule.fix }
         }));
     }
-    Evaluation { kind, object_name, dx: true, schema_version, unknown_schema_version, findings }
+    Evaluation {
+        kind: Some(object.kind()),
+        object_name,
+        operation: review.operation,
+        dx,
+        schema_version,
+        unknown_schema_version,
+        findings,
+    }
 }
 
 fn qualified_name(namespace: &str, name: &str) -> String {
     if namespace.is_empty() { name.to_owned() } else { format!("{namespace}/{name}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::policy::path::FieldPath;
+    use crate::policy::rules::{Findings, Scope};
+
+    fn schemas() -> SchemaSet {
+        SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+    }
+
+    fn workload(labels: serde_json::Value) -> Object {
+        Object::from_json(
+            ResourceKind::Deployment,
+            json!({"metadata": {"name": "dx-ring-api", "namespace": "dx", "labels": labels}}),
+        )
+        .unwrap()
+    }
+
+    fn refuse_removal(ctx: &Context<'_>, out: &mut Findings<'_>) {
+        out.add(FieldPath::object(ctx.object.kind().as_str(), ctx.object_name), "is the last RingAPI");
+    }
+
+    const DELETE_RULE: Rule = Rule {
+        id: "test-delete",
+        title: "a DELETE rule",
+        kinds: &[ResourceKind::Deployment],
+        operations: &[Operation::Delete],
+        scope: Scope::Dx,
+        facts: &[],
+        severity: Severity::Deny,
+        rationale: "",
+        fix: "keep it",
+        check: refuse_removal,
+    };
+
+    #[test]
+    fn a_delete_rule_added_to_the_table_judges_the_stored_object() {
+        let (settings, schemas) = (Settings::default(), schemas());
+        let stored = workload(json!({"app.kubernetes.io/part-of": "dx", "app.kubernetes.io/component": "ring-api"}));
+        let delete = Review { operation: Operation::Delete, namespace: "dx", object: None, old_object: Some(&stored) };
+        let evaluation = evaluate_rules(&[DELETE_RULE], Policy::offline(&settings, &schemas), delete);
+        assert_eq!(
+            evaluation.denial_message().unwrap(),
+            "Deployment dx/dx-ring-api rejected: it is still in use (1 problem):\n\
+             - Deployment dx/dx-ring-api: is the last RingAPI [test-delete] fix: keep it"
+        );
+        // A rule for DELETE does not run on writes, and a DX-scoped one not on foreign objects.
+        let create = Review { operation: Operation::Create, namespace: "dx", object: Some(&stored), old_object: None };
+        assert!(evaluate_rules(&[DELETE_RULE], Policy::offline(&settings, &schemas), create).findings.is_empty());
+        let foreign = workload(json!({"app": "web"}));
+        let delete = Review { old_object: Some(&foreign), ..delete };
+        assert!(evaluate_rules(&[DELETE_RULE], Policy::offline(&settings, &schemas), delete).findings.is_empty());
+    }
+
+    #[test]
+    fn every_operation_a_rule_declares_is_one_the_engine_judges() {
+        for rule in RULES {
+            for operation in rule.operations {
+                assert!(Operation::JUDGED.contains(operation), "{}: {operation} is never judged", rule.id);
+            }
+        }
+    }
 }

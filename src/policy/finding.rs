@@ -15,6 +15,9 @@ pub struct Finding {
     pub hint: Option<String>,
     /// A severity the finding asks for itself (a schema may declare a check as `warn`).
     pub requested: Option<Severity>,
+    /// The rule could not judge: a cluster fact it needs is unreadable. Such a finding is a
+    /// warning at most, whatever the rule's severity: it says what was not checked, never denies.
+    pub not_judged: bool,
 }
 
 /// A finding with the severity it has where the object lives.
@@ -30,11 +33,22 @@ pub struct Judged {
 pub const WARNING_LIMIT: usize = 120;
 
 impl Judged {
+    /// The finding in one phrase, `path: message [rule]`: the root of every text a person reads
+    /// of it (denial lines, warnings, `check` reports, schema test suites).
+    pub fn summary(&self) -> String {
+        let f = &self.finding;
+        format!("{}: {} [{}]", f.path, f.message, f.rule)
+    }
+
+    /// The fix to print: the finding's own hint, else the rule's.
+    pub fn fix(&self) -> &str {
+        self.finding.hint.as_deref().unwrap_or(self.fix)
+    }
+
     /// The line a person reads in a denial: `- path: message [rule] fix: ...`.
     pub fn line(&self) -> String {
-        let f = &self.finding;
-        let fix = f.hint.as_deref().unwrap_or(self.fix);
-        let mut line = format!("- {}: {} [{}]", f.path, f.message, f.rule);
+        let mut line = format!("- {}", self.summary());
+        let fix = self.fix();
         if !fix.is_empty() {
             line.push_str(" fix: ");
             line.push_str(fix);
@@ -44,9 +58,7 @@ impl Judged {
 
     /// The same finding as a `Warning:` line, at most [`WARNING_LIMIT`] characters.
     pub fn warning(&self) -> String {
-        let f = &self.finding;
-        let text = format!("{}: {} [{}]", f.path, f.message, f.rule);
-        truncate(&text, WARNING_LIMIT)
+        truncate(&self.summary(), WARNING_LIMIT)
     }
 }
 
@@ -71,6 +83,7 @@ mod tests {
                 message: message.into(),
                 hint: hint.map(str::to_owned),
                 requested: None,
+                not_judged: false,
             },
             severity: Severity::Deny,
             fix: "pin it",

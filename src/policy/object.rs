@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::settings::Selector;
+use crate::checksum::{SourceKind, SourceRef};
 
 /// The kinds dx-admission reviews. Every other kind is allowed untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,10 +16,15 @@ pub enum ResourceKind {
     ConfigMap,
     StatefulSet,
     Deployment,
+    /// Reviewed only by rules that apply to any object (the delete guard); never a DX object,
+    /// because its values are never read.
+    Secret,
 }
 
 impl ResourceKind {
-    pub const ALL: [Self; 3] = [Self::ConfigMap, Self::StatefulSet, Self::Deployment];
+    pub const ALL: [Self; 4] = [Self::ConfigMap, Self::StatefulSet, Self::Deployment, Self::Secret];
+    /// The kinds a DX object can be: those DX schemas describe.
+    pub const DX: [Self; 3] = [Self::ConfigMap, Self::StatefulSet, Self::Deployment];
 
     /// From an admission request's group and kind; `None` for kinds that are not reviewed.
     pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
@@ -26,6 +32,7 @@ impl ResourceKind {
             ("", "ConfigMap") => Some(Self::ConfigMap),
             ("apps", "StatefulSet") => Some(Self::StatefulSet),
             ("apps", "Deployment") => Some(Self::Deployment),
+            ("", "Secret") => Some(Self::Secret),
             _ => None,
         }
     }
@@ -35,6 +42,7 @@ impl ResourceKind {
             Self::ConfigMap => "ConfigMap",
             Self::StatefulSet => "StatefulSet",
             Self::Deployment => "Deployment",
+            Self::Secret => "Secret",
         }
     }
 
@@ -44,11 +52,13 @@ impl ResourceKind {
             Self::ConfigMap => "configmap",
             Self::StatefulSet => "statefulset",
             Self::Deployment => "deployment",
+            Self::Secret => "secret",
         }
     }
 
+    /// The kind a schema directory describes; only DX kinds have schemas.
     pub fn from_schema_dir(dir: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.schema_dir() == dir)
+        Self::DX.into_iter().find(|kind| kind.schema_dir() == dir)
     }
 }
 
@@ -119,12 +129,39 @@ impl fmt::Display for Component {
     }
 }
 
+/// The pod template of a workload kind: the one set of accessors the rules, the mutating path
+/// and the rollout controller use.
+pub trait PodTemplate {
+    fn pod_template(&self) -> Option<&PodTemplateSpec>;
+
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.pod_template()?.spec.as_ref()
+    }
+
+    fn template_metadata(&self) -> Option<&ObjectMeta> {
+        self.pod_template()?.metadata.as_ref()
+    }
+}
+
+impl PodTemplate for StatefulSet {
+    fn pod_template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|spec| &spec.template)
+    }
+}
+
+impl PodTemplate for Deployment {
+    fn pod_template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|spec| &spec.template)
+    }
+}
+
 /// A reviewed object, typed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     ConfigMap(ConfigMap),
     StatefulSet(StatefulSet),
     Deployment(Deployment),
+    Secret(Secret),
 }
 
 impl Object {
@@ -134,6 +171,7 @@ impl Object {
             ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_value(value)?),
             ResourceKind::StatefulSet => Self::StatefulSet(serde_json::from_value(value)?),
             ResourceKind::Deployment => Self::Deployment(serde_json::from_value(value)?),
+            ResourceKind::Secret => Self::Secret(serde_json::from_value(value)?),
         })
     }
 
@@ -143,7 +181,23 @@ impl Object {
             ResourceKind::ConfigMap => Self::ConfigMap(serde_json::from_str(text)?),
             ResourceKind::StatefulSet => Self::StatefulSet(serde_json::from_str(text)?),
             ResourceKind::Deployment => Self::Deployment(serde_json::from_str(text)?),
+            ResourceKind::Secret => Self::Secret(serde_json::from_str(text)?),
         })
+    }
+
+    /// An object known by its name only (a DELETE whose request carries no `oldObject`).
+    pub fn named(kind: ResourceKind, namespace: &str, name: &str) -> Self {
+        let metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()).filter(|n| !n.is_empty()),
+            ..ObjectMeta::default()
+        };
+        match kind {
+            ResourceKind::ConfigMap => Self::ConfigMap(ConfigMap { metadata, ..ConfigMap::default() }),
+            ResourceKind::StatefulSet => Self::StatefulSet(StatefulSet { metadata, ..StatefulSet::default() }),
+            ResourceKind::Deployment => Self::Deployment(Deployment { metadata, ..Deployment::default() }),
+            ResourceKind::Secret => Self::Secret(Secret { metadata, ..Secret::default() }),
+        }
     }
 
     /// The object as JSON, for schemas that describe whole workloads.
@@ -152,6 +206,7 @@ impl Object {
             Self::ConfigMap(o) => serde_json::to_value(o),
             Self::StatefulSet(o) => serde_json::to_value(o),
             Self::Deployment(o) => serde_json::to_value(o),
+            Self::Secret(o) => serde_json::to_value(o),
         };
         // Serialising a typed object to a `Value` cannot fail: every key is a string.
         value.unwrap_or(serde_json::Value::Null)
@@ -162,6 +217,7 @@ impl Object {
             Self::ConfigMap(_) => ResourceKind::ConfigMap,
             Self::StatefulSet(_) => ResourceKind::StatefulSet,
             Self::Deployment(_) => ResourceKind::Deployment,
+            Self::Secret(_) => ResourceKind::Secret,
         }
     }
 
@@ -170,7 +226,18 @@ impl Object {
             Self::ConfigMap(o) => &o.metadata,
             Self::StatefulSet(o) => &o.metadata,
             Self::Deployment(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
         }
+    }
+
+    /// The ConfigMap or Secret as a source pods can use; `None` for workloads.
+    pub fn as_source(&self) -> Option<SourceRef> {
+        let kind = match self {
+            Self::ConfigMap(_) => SourceKind::ConfigMap,
+            Self::Secret(_) => SourceKind::Secret,
+            Self::StatefulSet(_) | Self::Deployment(_) => return None,
+        };
+        Some(SourceRef { kind, name: self.name().to_owned() })
     }
 
     pub fn name(&self) -> &str {
@@ -184,22 +251,15 @@ impl Object {
     pub fn annotation(&self, key: &str) -> Option<&str> {
         label(self.metadata().annotations.as_ref(), key)
     }
+}
 
-    /// The pod template's spec of a workload; `None` for ConfigMaps.
-    pub fn pod_spec(&self) -> Option<&PodSpec> {
+impl PodTemplate for Object {
+    /// A workload's pod template; `None` for ConfigMaps and Secrets.
+    fn pod_template(&self) -> Option<&PodTemplateSpec> {
         match self {
-            Self::ConfigMap(_) => None,
-            Self::StatefulSet(o) => o.spec.as_ref()?.template.spec.as_ref(),
-            Self::Deployment(o) => o.spec.as_ref()?.template.spec.as_ref(),
-        }
-    }
-
-    /// The pod template's metadata of a workload.
-    pub fn pod_template_metadata(&self) -> Option<&ObjectMeta> {
-        match self {
-            Self::ConfigMap(_) => None,
-            Self::StatefulSet(o) => o.spec.as_ref()?.template.metadata.as_ref(),
-            Self::Deployment(o) => o.spec.as_ref()?.template.metadata.as_ref(),
+            Self::ConfigMap(_) | Self::Secret(_) => None,
+            Self::StatefulSet(o) => o.pod_template(),
+            Self::Deployment(o) => o.pod_template(),
         }
     }
 }
@@ -218,8 +278,9 @@ pub enum Identity<'a> {
 }
 
 impl<'a> Identity<'a> {
+    /// DX objects are ConfigMaps, StatefulSets and Deployments the selector picks.
     pub fn of(object: &'a Object, selector: &Selector) -> Self {
-        if object.label(&selector.part_of_label) != Some(selector.part_of_value.as_str()) {
+        if !ResourceKind::DX.contains(&object.kind()) || !selector.selects(object.metadata()) {
             return Self::Foreign;
         }
         let component_label = object.label(&selector.component_label);

@@ -8,6 +8,12 @@ use std::fmt;
 pub struct FieldPath(String);
 
 impl FieldPath {
+    /// The object as a whole, for findings about all of it (a delete of something in use):
+    /// `ConfigMap dx/dx-core-config`, read in messages where a field path would stand.
+    pub fn object(kind: &str, qualified_name: &str) -> Self {
+        Self(format!("{kind} {qualified_name}"))
+    }
+
     /// A path starting at a top-level field, e.g. `spec`.
     pub fn root(field: &str) -> Self {
         Self(field.to_owned())

@@ -68,6 +68,14 @@ pub struct Selector {
     pub component_label: String,
 }
 
+impl Selector {
+    /// Whether an object's labels make it part of DX. The one test of "DX or not": evaluation,
+    /// checksums and rollouts all ask it.
+    pub fn selects(&self, metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+        metadata.labels.as_ref().and_then(|labels| labels.get(&self.part_of_label)) == Some(&self.part_of_value)
+    }
+}
+
 impl Default for Selector {
     fn default() -> Self {
         Self {

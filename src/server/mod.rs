@@ -2,7 +2,6 @@
 //! port, hot reload of certificates and schemas, and a graceful drain on shutdown.
 
 mod error;
-pub mod guard;
 mod listener;
 mod mutate;
 mod reload;

@@ -7,12 +7,12 @@ use kube::core::admission::AdmissionResponse;
 
 use super::AppState;
 use crate::admission::Decoded;
-use crate::checksum::annotations::source_key;
-use crate::checksum::patch::{Lookup, patch, stamp_references};
-use crate::checksum::{SourceRef, references};
-use crate::cluster::{Fetched, SourceKey, wants_rollout};
+use crate::checksum::patch::{patch, stamp_references};
+use crate::checksum::{SourceDigest, SourceRef, references};
+use crate::cluster::{SourceKey, wants_rollout};
+use crate::lookup::Lookup;
 use crate::policy::finding::{WARNING_LIMIT, truncate};
-use crate::policy::{Object, Operation};
+use crate::policy::{Object, Operation, PodTemplate};
 
 /// Allowed, with a patch when the template's checksums are missing or stale.
 pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
@@ -23,7 +23,9 @@ pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
     else {
         return response;
     };
-    if matches!(object, Object::ConfigMap(_)) || !wants_rollout(object.metadata(), &state.settings.selector) {
+    if !matches!(object, Object::StatefulSet(_) | Object::Deployment(_))
+        || !wants_rollout(object.metadata(), &state.settings.selector)
+    {
         return response;
     }
     let Some(spec) = object.pod_spec() else { return response };
@@ -34,16 +36,11 @@ pub async fn stamp(state: &AppState, decoded: &Decoded) -> AdmissionResponse {
         let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
         async move { cluster.cache.get_or_fetch(&key, cluster.config.fetch_timeout).await }
     });
-    let fetched: BTreeMap<&SourceRef, Fetched> = references.keys().zip(join_all(reads).await).collect();
-    let current = object.pod_template_metadata().and_then(|m| m.annotations.as_ref());
-    let stamp = stamp_references(&references, namespace, |source| match &fetched[source] {
-        Fetched::Found(digest) => Lookup::Found(digest),
-        Fetched::Absent => Lookup::Missing,
-        Fetched::Unreadable => {
-            Lookup::Unreadable { current: current.and_then(|a| a.get(&source_key(source))).map(String::as_str) }
-        }
-    });
-    let operations = patch(object.pod_template_metadata(), &stamp.annotations);
+    let fetched: BTreeMap<&SourceRef, Lookup<SourceDigest>> = references.keys().zip(join_all(reads).await).collect();
+    let template = object.template_metadata();
+    let current = template.and_then(|m| m.annotations.as_ref());
+    let stamp = stamp_references(&references, namespace, current, |source| fetched[source].as_ref());
+    let operations = patch(template, &stamp.annotations);
     let mut response = response;
     if !stamp.warnings.is_empty() {
         response.warnings = Some(stamp.warnings.iter().map(|w| truncate(w, WARNING_LIMIT)).collect());

@@ -11,11 +11,15 @@ use kube::core::admission::AdmissionResponse;
 use tracing::{Instrument, field, info, info_span, warn};
 
 use super::error::ApiError;
-use super::{AppState, guard, mutate};
+use super::{AppState, mutate};
 use crate::admission::respond::{encode, respond};
 use crate::admission::{Decoded, decode};
-use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels, Verdict};
-use crate::policy::{Evaluation, Policy, Review, Severity, evaluate};
+use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels};
+use crate::policy::facts::{ClusterFacts, NoCluster};
+use crate::policy::{Evaluation, Policy, Review, Severity, Verdict, evaluate};
+
+/// The facts of a server started without `--cluster`.
+const NO_CLUSTER: NoCluster = NoCluster("dx-admission runs without --cluster");
 
 pub async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     review(Endpoint::Validate, state, headers, body).await
@@ -84,14 +88,7 @@ async fn answer(
             .map_err(|_| ApiError::Overloaded)?;
         state.metrics.reviews_in_flight.inc();
         let response = match endpoint {
-            Endpoint::Validate => match guard::check(state, &decoded) {
-                Some((response, judged)) => {
-                    let evaluation = Evaluation { findings: vec![judged], ..Evaluation::default() };
-                    record(endpoint, state, &decoded, &response, &evaluation);
-                    response
-                }
-                None => evaluate_and_respond(endpoint, state, &decoded),
-            },
+            Endpoint::Validate => evaluate_and_respond(endpoint, state, &decoded),
             Endpoint::Mutate => {
                 let response = mutate::stamp(state, &decoded).await;
                 record(endpoint, state, &decoded, &response, &Evaluation::default());
@@ -112,8 +109,12 @@ async fn answer(
 
 fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded) -> AdmissionResponse {
     let schemas = state.schemas.current();
+    let facts: &dyn ClusterFacts = match &state.cluster {
+        Some(cluster) => cluster.as_ref(),
+        None => &NO_CLUSTER,
+    };
     let evaluation = evaluate(
-        Policy { settings: &state.settings, schemas: &schemas },
+        Policy { settings: &state.settings, schemas: &schemas, facts },
         Review {
             operation: decoded.operation,
             namespace: decoded.namespace(),
@@ -136,13 +137,7 @@ fn record(
     response: &AdmissionResponse,
     evaluation: &Evaluation,
 ) {
-    let verdict = if !response.allowed {
-        Verdict::Denied
-    } else if response.warnings.is_some() {
-        Verdict::Warned
-    } else {
-        Verdict::Allowed
-    };
+    let verdict = Verdict::of(!response.allowed, response.warnings.is_some());
     tracing::Span::current().record("verdict", verdict.as_str());
     let metrics = &state.metrics;
     metrics

@@ -87,7 +87,7 @@ fn expected_denial(file: &str) -> String {
     let settings = Settings::default();
     let manifests = read_manifests(&[repo().join(file)], "default").unwrap();
     let none = read_manifests(&[], "default").unwrap();
-    let results = check(Policy { settings: &settings, schemas: &schemas }, &manifests, &none);
+    let results = check(Policy::offline(&settings, &schemas), &manifests, &none);
     results[0].evaluation.denial_message().expect("the example is denied")
 }
 

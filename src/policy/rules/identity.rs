@@ -1,6 +1,7 @@
 //! Which application an object belongs to, and the labels that say so.
 
 use super::{Context, Findings};
+use crate::policy::PodTemplate;
 use crate::policy::annotations::VERSION_LABEL;
 use crate::policy::object::{Component, ResourceKind};
 use crate::policy::path::FieldPath;
@@ -42,7 +43,7 @@ pub fn component_kind(ctx: &Context<'_>, out: &mut Findings<'_>) {
 
 pub fn template_labels(ctx: &Context<'_>, out: &mut Findings<'_>) {
     let selector = &ctx.settings.selector;
-    let labels = ctx.object.pod_template_metadata().and_then(|m| m.labels.as_ref());
+    let labels = ctx.object.template_metadata().and_then(|m| m.labels.as_ref());
     let path = FieldPath::root("spec").field("template").field("metadata").field("labels");
     let mut expect = vec![(selector.part_of_label.as_str(), selector.part_of_value.as_str())];
     if let Some(component) = ctx.component_label {

@@ -1,6 +1,7 @@
 //! Image pinning.
 
 use super::{Context, Findings, containers};
+use crate::policy::PodTemplate;
 use crate::policy::values::ImageRef;
 
 pub fn pinned(ctx: &Context<'_>, out: &mut Findings<'_>) {

@@ -4,6 +4,7 @@
 //! Rule ids are public API (configuration, metrics labels, messages, `docs/rules.md`): never
 //! rename one; retire it and add another.
 
+mod config;
 mod identity;
 mod images;
 mod resources;
@@ -14,23 +15,39 @@ mod upgrade;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-use super::evaluate::Operation;
+use super::facts::{ClusterFacts, Fact};
 use super::finding::Finding;
 use super::object::{Component, Object, ResourceKind};
+use super::operation::Operation;
 use super::path::FieldPath;
 use super::schema::{SchemaSet, VersionLookup};
 use super::settings::{Settings, Severity};
 
-/// Everything a rule may look at. Nothing in it performs I/O.
+/// Everything a rule may look at. Nothing in it performs I/O: the cluster is seen through
+/// `facts`, answered from memory.
 pub struct Context<'a> {
+    /// The object judged: the new object on CREATE and UPDATE, the stored one on DELETE.
     pub object: &'a Object,
     /// The stored object, on UPDATE.
     pub old: Option<&'a Object>,
+    pub namespace: &'a str,
+    /// `namespace/name`, as messages name the object.
+    pub object_name: &'a str,
     pub component_label: Option<&'a str>,
     pub component: Option<Component>,
     pub schemas: &'a SchemaSet,
     pub version: VersionLookup<'a>,
     pub settings: &'a Settings,
+    pub facts: &'a dyn ClusterFacts,
+}
+
+/// Which objects of its kinds a rule judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// DX objects only (the selector's labels).
+    Dx,
+    /// Every object of the kinds, DX or not: a Secret a DX workload needs is rarely labelled DX.
+    Any,
 }
 
 /// A rule of the catalogue.
@@ -39,12 +56,22 @@ pub struct Rule {
     pub title: &'static str,
     pub kinds: &'static [ResourceKind],
     pub operations: &'static [Operation],
+    pub scope: Scope,
+    /// The cluster facts the check reads; without them it says it could not judge.
+    pub facts: &'static [Fact],
     pub severity: Severity,
     /// Why DX needs this rule.
     pub rationale: &'static str,
     /// How to fix what it finds (findings may carry a more specific hint).
     pub fix: &'static str,
     pub check: fn(&Context<'_>, &mut Findings<'_>),
+}
+
+impl Rule {
+    /// Whether the rule judges this review.
+    pub fn applies(&self, kind: ResourceKind, operation: Operation, dx: bool) -> bool {
+        self.kinds.contains(&kind) && self.operations.contains(&operation) && (dx || self.scope == Scope::Any)
+    }
 }
 
 /// Collects a rule's findings, stamping them with the rule's id.
@@ -67,7 +94,14 @@ impl<'a> Findings<'a> {
     }
 
     fn push(&mut self, path: FieldPath, message: String, hint: Option<String>, requested: Option<Severity>) {
-        self.items.push(Finding { rule: self.rule, path, message, hint, requested });
+        self.items.push(Finding { rule: self.rule, path, message, hint, requested, not_judged: false });
+    }
+
+    /// The rule could not judge because a cluster fact is unreadable: `not judged: <why>`, a
+    /// warning at most.
+    pub fn not_judged(&mut self, path: FieldPath, why: &str) {
+        let message = format!("not judged: {why}");
+        self.items.push(Finding { rule: self.rule, path, message, hint: None, requested: None, not_judged: true });
     }
 
     /// A finding that asks for a severity of its own (declared in a schema).
@@ -86,17 +120,21 @@ const CONFIGMAP: &[ResourceKind] = &[ResourceKind::ConfigMap];
 const WORKLOADS: &[ResourceKind] = &[ResourceKind::StatefulSet, ResourceKind::Deployment];
 const STATEFULSET: &[ResourceKind] = &[ResourceKind::StatefulSet];
 const DEPLOYMENT: &[ResourceKind] = &[ResourceKind::Deployment];
-const ALL_KINDS: &[ResourceKind] = &ResourceKind::ALL;
+const DX_KINDS: &[ResourceKind] = &ResourceKind::DX;
+const SOURCES: &[ResourceKind] = &[ResourceKind::ConfigMap, ResourceKind::Secret];
 const WRITES: &[Operation] = &[Operation::Create, Operation::Update];
 const UPDATE: &[Operation] = &[Operation::Update];
+const DELETE: &[Operation] = &[Operation::Delete];
 
 /// The catalogue, in the order findings are reported.
 pub static RULES: &[Rule] = &[
     Rule {
         id: "component-known",
         title: "DX objects name a known DX application",
-        kinds: ALL_KINDS,
+        kinds: DX_KINDS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "The component label decides which schema and which rules apply; an unknown or missing one means nothing is checked.",
         fix: "set label app.kubernetes.io/component to core, dam, persistence, ring-api, content-composer, image-processor (or global on a ConfigMap)",
@@ -107,6 +145,8 @@ pub static RULES: &[Rule] = &[
         title: "Stateful applications run as StatefulSets, stateless ones as Deployments",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Core, DAM and persistence keep per-pod identity and storage; RingAPI, Content Composer and Image Processor are stateless and scale freely.",
         fix: "deploy core, dam and persistence as StatefulSets and ring-api, content-composer and image-processor as Deployments",
@@ -115,8 +155,10 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "schema-version-known",
         title: "The requested schema version is loaded",
-        kinds: ALL_KINDS,
+        kinds: DX_KINDS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "An object written for a schema version this server does not know cannot be checked.",
         fix: "set annotation dx.hcl.com/schema-version to a known version, or remove it to use the default",
@@ -125,8 +167,10 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "schema",
         title: "The object matches its versioned DX schema",
-        kinds: ALL_KINDS,
+        kinds: DX_KINDS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "DX configuration is typed even though ConfigMap values are strings; the DX team's schemas say what each key holds.",
         fix: "correct the value as described; the schema file named in the first line lists every key",
@@ -137,6 +181,8 @@ pub static RULES: &[Rule] = &[
         title: "ConfigMaps carry only keys their schema declares",
         kinds: CONFIGMAP,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "A misspelt key is silently ignored by DX; the schema decides (dxUnknownKeys) whether unknown keys deny or warn.",
         fix: "remove the key or correct its spelling",
@@ -147,6 +193,8 @@ pub static RULES: &[Rule] = &[
         title: "ConfigMaps use the key names of their schema version",
         kinds: CONFIGMAP,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "A key renamed in a new schema version is no longer read under its old name.",
         fix: "rename the key; the value can stay",
@@ -157,6 +205,8 @@ pub static RULES: &[Rule] = &[
         title: "Stateless applications mount no persistent volume claims",
         kinds: DEPLOYMENT,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "RingAPI, Content Composer and Image Processor must scale and reschedule freely; a claim pins them and shares state they must not hold.",
         fix: "remove the persistentVolumeClaim volume; keep state in Core, DAM or persistence",
@@ -167,6 +217,8 @@ pub static RULES: &[Rule] = &[
         title: "Every container sets cpu and memory requests and limits",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Without requests the scheduler cannot place DX pods sensibly; without limits one pod can starve its node.",
         fix: "set resources.requests and resources.limits for cpu and memory",
@@ -177,6 +229,8 @@ pub static RULES: &[Rule] = &[
         title: "Resource quantities parse",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "A quantity such as 4GB is not Kubernetes syntax; the pod would never be created.",
         fix: "write quantities like 500m, 2, 512Mi or 4Gi",
@@ -187,6 +241,8 @@ pub static RULES: &[Rule] = &[
         title: "No request exceeds its limit",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "A request above its limit is refused when the pods are created, long after the apply succeeded.",
         fix: "lower the request or raise the limit",
@@ -197,6 +253,8 @@ pub static RULES: &[Rule] = &[
         title: "Images are pinned to a release tag or a digest",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "latest (or no tag) changes under running pods; rollbacks and support need to know exactly what runs.",
         fix: "use a DX release tag (e.g. :95_CF225) or an @sha256 digest",
@@ -207,6 +265,8 @@ pub static RULES: &[Rule] = &[
         title: "Every container has a readiness probe",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Rolling updates advance only on ready pods; without a probe a pod counts as ready before DX can serve.",
         fix: "add a readinessProbe (e.g. an httpGet on the application's health endpoint)",
@@ -217,6 +277,8 @@ pub static RULES: &[Rule] = &[
         title: "Every container has a liveness probe",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Warn,
         rationale: "A hung DX JVM is only restarted when a liveness probe notices it.",
         fix: "add a livenessProbe with a generous initialDelaySeconds or a startupProbe",
@@ -227,6 +289,8 @@ pub static RULES: &[Rule] = &[
         title: "StatefulSets roll updates automatically",
         kinds: STATEFULSET,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "updateStrategy OnDelete silently stops rolling updates: new config and images never reach running pods.",
         fix: "set spec.updateStrategy.type to RollingUpdate (or remove it)",
@@ -237,6 +301,8 @@ pub static RULES: &[Rule] = &[
         title: "Core's profile and DAM's uploads come from one shared claim",
         kinds: STATEFULSET,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Every Core pod must see the same profile and every DAM pod the same uploads; volumeClaimTemplates give each pod its own copy, which diverges.",
         fix: "mount a persistentVolumeClaim volume naming one ReadWriteMany claim shared by all pods",
@@ -247,6 +313,8 @@ pub static RULES: &[Rule] = &[
         title: "Persistence claim templates are ReadWriteOnce",
         kinds: STATEFULSET,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Each PostgreSQL pod owns its data directory; a shared-access volume invites two writers.",
         fix: "set accessModes to [ReadWriteOnce] in every volumeClaimTemplate",
@@ -257,6 +325,8 @@ pub static RULES: &[Rule] = &[
         title: "Persistence pods mount no shared claim",
         kinds: STATEFULSET,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "A claim named in the pod template is shared by every replica; PostgreSQL replicas must each have their own.",
         fix: "move the storage into volumeClaimTemplates",
@@ -267,6 +337,8 @@ pub static RULES: &[Rule] = &[
         title: "Pod templates carry the DX labels",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Warn,
         rationale: "Services, dashboards and the rollout controller find DX pods by their part-of and component labels.",
         fix: "copy the part-of and component labels into spec.template.metadata.labels",
@@ -277,6 +349,8 @@ pub static RULES: &[Rule] = &[
         title: "Workloads carry their application version",
         kinds: WORKLOADS,
         operations: WRITES,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Warn,
         rationale: "The version label lets dx-admission refuse accidental downgrades.",
         fix: "set label app.kubernetes.io/version to the DX release",
@@ -287,6 +361,8 @@ pub static RULES: &[Rule] = &[
         title: "Changes to volumeClaimTemplates are explained",
         kinds: STATEFULSET,
         operations: UPDATE,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "Kubernetes refuses any change to a StatefulSet's volumeClaimTemplates; the data must be migrated instead.",
         fix: "keep the templates as they are and migrate the claims (see the hint)",
@@ -297,10 +373,24 @@ pub static RULES: &[Rule] = &[
         title: "Versions only go up unless a downgrade is declared",
         kinds: WORKLOADS,
         operations: UPDATE,
+        scope: Scope::Dx,
+        facts: &[],
         severity: Severity::Deny,
         rationale: "DX updates migrate data; running an older release over migrated data corrupts it. A rollback needs the backup taken before the update.",
         fix: "restore the backup taken before the update, then set annotation dx.hcl.com/allow-downgrade: \"true\"",
         check: upgrade::version_downgrade,
+    },
+    Rule {
+        id: "config-in-use",
+        title: "ConfigMaps and Secrets that workloads need are not deleted",
+        kinds: SOURCES,
+        operations: DELETE,
+        scope: Scope::Any,
+        facts: &[Fact::WorkloadsRequiring],
+        severity: Severity::Deny,
+        rationale: "Pods that reference a deleted ConfigMap or Secret fail to start on their next restart or rollout.",
+        fix: "remove the reference from those workloads (or mark it optional: true) and apply them, then delete",
+        check: config::in_use,
     },
 ];
 

@@ -1,5 +1,6 @@
 //! Container resources: present, parseable, requests within limits.
 
+use crate::policy::PodTemplate;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;

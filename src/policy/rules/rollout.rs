@@ -1,6 +1,7 @@
 //! What rolling updates depend on: probes and the StatefulSet update strategy.
 
 use super::{Context, Findings, containers};
+use crate::policy::PodTemplate;
 use crate::policy::object::Object;
 use crate::policy::path::FieldPath;
 

@@ -1,6 +1,7 @@
 //! Storage topology: shared farm volumes for Core and DAM, private volumes for persistence,
 //! none for stateless applications.
 
+use crate::policy::PodTemplate;
 use k8s_openapi::api::core::v1::PodSpec;
 
 use super::{Context, Findings, containers, pod_spec_path};

@@ -6,8 +6,9 @@ use std::sync::LazyLock;
 
 use serde_json::{Value, json};
 
-use crate::policy::evaluate::{Operation, Policy, Review, evaluate};
+use crate::policy::evaluate::{Policy, Review, evaluate};
 use crate::policy::object::{Object, ResourceKind};
+use crate::policy::operation::Operation;
 use crate::policy::schema::SchemaSet;
 use crate::policy::settings::{Settings, Severity};
 
@@ -136,7 +137,7 @@ fn findings_with(settings: &Settings, value: Value, old: Option<Value>) -> Vec<S
         object: Some(&object),
         old_object: old.as_ref(),
     };
-    evaluate(Policy { settings, schemas: &SCHEMAS }, review)
+    evaluate(Policy::offline(settings, &SCHEMAS), review)
         .findings
         .iter()
         .map(|j| format!("{} | {} | {}", j.finding.rule, j.finding.path, j.finding.message))
@@ -476,7 +477,7 @@ fn schemas_check_configmap_values() {
 fn unknown_key_findings_suggest_the_near_key() {
     let object = object(set(core_config(), "/data/jvm.heap.mx", json!("1Gi")));
     let review = Review { operation: Operation::Create, namespace: "dx", object: Some(&object), old_object: None };
-    let evaluation = evaluate(Policy { settings: &Settings::default(), schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&Settings::default(), &SCHEMAS), review);
     assert_eq!(evaluation.findings[0].finding.hint.as_deref(), Some("did you mean \"jvm.heap.max\"?"));
 }
 
@@ -489,7 +490,7 @@ fn schemas_may_declare_unknown_keys_as_warnings() {
     });
     let object = object(config);
     let review = Review { operation: Operation::Create, namespace: "dx", object: Some(&object), old_object: None };
-    let evaluation = evaluate(Policy { settings: &Settings::default(), schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&Settings::default(), &SCHEMAS), review);
     assert!(!evaluation.denied());
     assert_eq!(
         evaluation.warnings(),
@@ -533,12 +534,12 @@ fn severity_settings_turn_denials_into_warnings_and_audits() {
     let settings: Settings = serde_yaml_ng::from_str("rules: {image-pinned: audit}").unwrap();
     let object = object(latest);
     let review = Review { operation: Operation::Create, namespace: "dx", object: Some(&object), old_object: None };
-    let evaluation = evaluate(Policy { settings: &settings, schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&settings, &SCHEMAS), review);
     assert!(!evaluation.denied());
     assert_eq!(evaluation.findings[0].severity, Severity::Audit);
 
     let warn_mode: Settings = serde_yaml_ng::from_str("mode: warn").unwrap();
-    let evaluation = evaluate(Policy { settings: &warn_mode, schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&warn_mode, &SCHEMAS), review);
     assert!(!evaluation.denied());
     assert_eq!(
         evaluation.warnings(),
@@ -554,7 +555,7 @@ fn denial_message_lists_every_finding_in_order() {
     let broken = set(broken, "/spec/template/spec/containers/0/readinessProbe", Value::Null);
     let object = object(broken);
     let review = Review { operation: Operation::Create, namespace: "dx", object: Some(&object), old_object: None };
-    let evaluation = evaluate(Policy { settings: &Settings::default(), schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&Settings::default(), &SCHEMAS), review);
     assert_eq!(
         evaluation.denial_message().unwrap(),
         "Deployment dx/dx-ring-api rejected under DX schema v2 (2 problems):\n\
@@ -567,7 +568,32 @@ fn denial_message_lists_every_finding_in_order() {
 fn deletes_are_not_checked_by_the_write_rules() {
     let object = object(set(ring_api(), "/spec/template/spec/containers/0/image", json!("nginx")));
     let review = Review { operation: Operation::Delete, namespace: "dx", object: None, old_object: Some(&object) };
-    let evaluation = evaluate(Policy { settings: &Settings::default(), schemas: &SCHEMAS }, review);
+    let evaluation = evaluate(Policy::offline(&Settings::default(), &SCHEMAS), review);
     assert!(evaluation.findings.is_empty());
     assert_eq!(evaluation.object_name, "dx/dx-ring-api");
+}
+
+/// The fix texts name the applications as literals (rule texts are `&'static str`); they must say
+/// what `Component` says, so the list of DX applications has one home.
+#[test]
+fn rule_texts_name_the_dx_applications_of_the_component_list() {
+    use crate::policy::object::Component;
+    let names = |kind: Option<ResourceKind>| -> Vec<&str> {
+        Component::ALL
+            .into_iter()
+            .filter(|c| kind.is_none_or(|k| c.workload_kind() == Some(k)))
+            .map(Component::as_str)
+            .collect()
+    };
+    let workloads: Vec<&str> = names(None).into_iter().filter(|n| *n != Component::Global.as_str()).collect();
+    assert_eq!(
+        crate::policy::rules::rule("component-known").unwrap().fix,
+        format!("set label app.kubernetes.io/component to {} (or global on a ConfigMap)", workloads.join(", "))
+    );
+    let (stateful, stateless) = (names(Some(ResourceKind::StatefulSet)), names(Some(ResourceKind::Deployment)));
+    let and = |list: &[&str]| format!("{} and {}", list[..list.len() - 1].join(", "), list[list.len() - 1]);
+    assert_eq!(
+        crate::policy::rules::rule("component-kind").unwrap().fix,
+        format!("deploy {} as StatefulSets and {} as Deployments", and(&stateful), and(&stateless))
+    );
 }

@@ -19,8 +19,17 @@ use crate::policy::values::{Duration, Quantity};
 
 /// The keyword that carries the type; the others are read from beside it.
 pub const DX_TYPE: &str = "dxType";
+pub const DX_MINIMUM: &str = "dxMinimum";
+pub const DX_MAXIMUM: &str = "dxMaximum";
+pub const DX_DOCUMENT: &str = "dxDocument";
 /// Keywords that are only meaningful beside `dxType`.
-pub const DX_MODIFIERS: [&str; 3] = ["dxMinimum", "dxMaximum", "dxDocument"];
+pub const DX_MODIFIERS: [&str; 3] = [DX_MINIMUM, DX_MAXIMUM, DX_DOCUMENT];
+/// On a ConfigMap schema's root: what an undeclared key is (`deny`, `warn` or `allow`).
+pub const DX_UNKNOWN_KEYS: &str = "dxUnknownKeys";
+/// On a ConfigMap schema's root: keys renamed in this version, old name to new.
+pub const DX_RENAMED_KEYS: &str = "dxRenamedKeys";
+/// The whole DX vocabulary, as `schema lint` knows it (`schemas/README.md`).
+pub const DX_KEYWORDS: [&str; 6] = [DX_TYPE, DX_MINIMUM, DX_MAXIMUM, DX_DOCUMENT, DX_UNKNOWN_KEYS, DX_RENAMED_KEYS];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DxType {
@@ -83,14 +92,14 @@ pub fn typed_string<'a>(
     let bound = |keyword: &str| -> Result<Option<Bound>, ValidationError<'a>> {
         parent.get(keyword).map(|raw| parse_bound(ty, keyword, raw)).transpose()
     };
-    let document = match parent.get("dxDocument") {
+    let document = match parent.get(DX_DOCUMENT) {
         None => None,
         Some(_) if !matches!(ty, DxType::Json | DxType::Yaml) => {
             return Err(ValidationError::custom("dxDocument needs dxType json or yaml"));
         }
         Some(schema) => Some(compile(schema).map_err(|e| ValidationError::custom(format!("dxDocument: {e}")))?),
     };
-    Ok(Box::new(TypedString { ty, minimum: bound("dxMinimum")?, maximum: bound("dxMaximum")?, document }))
+    Ok(Box::new(TypedString { ty, minimum: bound(DX_MINIMUM)?, maximum: bound(DX_MAXIMUM)?, document }))
 }
 
 fn parse_bound<'a>(ty: DxType, keyword: &str, raw: &Value) -> Result<Bound, ValidationError<'a>> {

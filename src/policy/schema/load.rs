@@ -11,7 +11,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keywords::{self, DX_MODIFIERS, DX_TYPE};
+use super::keywords::{self, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS};
 use super::{DocumentSchema, SchemaSet, SchemaVersion};
 use crate::policy::object::{Component, ResourceKind};
 use crate::policy::settings::Severity;
@@ -267,7 +267,7 @@ fn compile(
         })
         .transpose()?
         .unwrap_or_default();
-    let unknown_keys = match object.and_then(|o| o.get("dxUnknownKeys")) {
+    let unknown_keys = match object.and_then(|o| o.get(DX_UNKNOWN_KEYS)) {
         None => None,
         Some(Value::String(s)) if s == "allow" => None,
         Some(Value::String(s)) if s == "warn" => Some(Severity::Warn),
@@ -276,7 +276,7 @@ fn compile(
             return Err(compile_error(format!("dxUnknownKeys must be \"deny\", \"warn\" or \"allow\", not {other}")));
         }
     };
-    let renamed_keys = match object.and_then(|o| o.get("dxRenamedKeys")) {
+    let renamed_keys = match object.and_then(|o| o.get(DX_RENAMED_KEYS)) {
         None => BTreeMap::new(),
         Some(value) => serde_json::from_value(value.clone())
             .map_err(|_| compile_error("dxRenamedKeys must map old key names to new key names (strings)".into()))?,

@@ -16,7 +16,9 @@ use regex::Regex;
 use super::object::{Component, ResourceKind};
 use super::settings::Severity;
 
-pub use keywords::{DX_MODIFIERS, DX_TYPE};
+pub use keywords::{
+    DX_DOCUMENT, DX_KEYWORDS, DX_MAXIMUM, DX_MINIMUM, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS,
+};
 pub use load::{SchemaError, json_files};
 
 /// Every schema version that was loaded, and which one applies by default.

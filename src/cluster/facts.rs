@@ -1,0 +1,21 @@
+//! The cluster facts rules read, answered from the watch-fed workload index: never an API call.
+
+use super::{Cluster, SourceKey};
+use crate::checksum::SourceRef;
+use crate::lookup::Lookup;
+use crate::policy::facts::ClusterFacts;
+
+impl ClusterFacts for Cluster {
+    fn workloads_requiring(&self, namespace: &str, source: &SourceRef) -> Lookup<Vec<String>> {
+        if !self.index.is_synced() {
+            return Lookup::Unreadable;
+        }
+        let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
+        let users: Vec<String> = self.index.required_by(&key).iter().map(ToString::to_string).collect();
+        if users.is_empty() { Lookup::Absent } else { Lookup::Found(users) }
+    }
+
+    fn unreadable_because(&self) -> &'static str {
+        "the workload index has not listed the cluster yet"
+    }
+}

@@ -1,0 +1,52 @@
+//! Cluster facts: what a rule may know of the cluster beyond the object under review. They are
+//! read-only lookups answered from memory — the server's watch-fed caches, or nothing offline —
+//! so a rule never performs I/O. A rule whose fact is [`Lookup::Unreadable`] says it could not
+//! judge (a warning at most), it never passes in silence.
+//!
+//! A new fact is a method here, an answer in each implementation (the server's in
+//! `src/cluster/facts.rs`), and a [`Fact`] for the catalogue.
+
+use crate::checksum::SourceRef;
+use crate::lookup::Lookup;
+
+/// The facts a rule may read.
+pub trait ClusterFacts: Sync {
+    /// The workloads of `namespace` that cannot start without `source` (references without
+    /// `optional: true`), as `Kind namespace/name`, sorted. `Absent` when none does.
+    fn workloads_requiring(&self, namespace: &str, source: &SourceRef) -> Lookup<Vec<String>>;
+
+    /// Why facts are unreadable here, for the finding that says so (`not judged: ...`).
+    fn unreadable_because(&self) -> &'static str;
+}
+
+/// A fact a rule reads, as the catalogue documents it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    WorkloadsRequiring,
+}
+
+impl Fact {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::WorkloadsRequiring => {
+                "which workloads need a ConfigMap or Secret (the workload index of `--cluster`)"
+            }
+        }
+    }
+}
+
+/// No cluster to ask: every fact is unreadable, for the reason given.
+pub struct NoCluster(pub &'static str);
+
+/// Offline evaluation (`check`, `post-render`, schema suites, benchmarks).
+pub const OFFLINE: NoCluster = NoCluster("no cluster is connected");
+
+impl ClusterFacts for NoCluster {
+    fn workloads_requiring(&self, _: &str, _: &SourceRef) -> Lookup<Vec<String>> {
+        Lookup::Unreadable
+    }
+
+    fn unreadable_because(&self) -> &'static str {
+        self.0
+    }
+}
