@@ -1,5 +1,6 @@
 //! The digest cache: a watch of every ConfigMap and Secret, kept as per-key digests (never the
-//! data). Changes after the first listing are sent to the rollout controller.
+//! data). Changes after the first listing are sent to the rollout controller, which the watch
+//! waits for when its queue is full: a change is delayed, never dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +13,10 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use ring::hmac;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Change;
 use crate::checksum::{SourceDigest, SourceKind, SourceRef};
 use crate::lookup::Lookup;
 use crate::metrics::{Metrics, ResultLabels};
@@ -57,7 +57,7 @@ impl ConfigCache {
     pub fn start(
         client: Client,
         key: &[u8],
-        changes: UnboundedSender<Change>,
+        changes: Sender<SourceKey>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Arc<Self> {
@@ -107,7 +107,7 @@ impl ConfigCache {
         api: Api<K>,
         config: watcher::Config,
         kind: SourceKind,
-        changes: UnboundedSender<Change>,
+        changes: Sender<SourceKey>,
         stop: CancellationToken,
     ) {
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
@@ -145,7 +145,7 @@ impl ConfigCache {
                     };
                     if changed {
                         debug!(namespace = %key.namespace, source = %key.source, "source changed");
-                        let _ = changes.send(Change::Source(key));
+                        let _ = changes.send(key).await;
                     }
                 }
                 Event::Delete(object) => {
@@ -158,7 +158,7 @@ impl ConfigCache {
                             entries.remove(&key.namespace);
                         }
                     }
-                    let _ = changes.send(Change::Source(key));
+                    let _ = changes.send(key).await;
                 }
                 Event::InitDone => {
                     // Deleted while the watch was down: workloads may still carry their checksums.
@@ -176,7 +176,7 @@ impl ConfigCache {
                         entries.retain(|_, sources| !sources.is_empty());
                     }
                     for key in gone {
-                        let _ = changes.send(Change::Source(key));
+                        let _ = changes.send(key).await;
                     }
                     match kind {
                         SourceKind::ConfigMap => self.config_maps_synced.store(true, Ordering::SeqCst),

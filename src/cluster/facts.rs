@@ -7,11 +7,11 @@ use crate::policy::facts::ClusterFacts;
 
 impl ClusterFacts for Cluster {
     fn workloads_requiring(&self, namespace: &str, source: &SourceRef) -> Lookup<Vec<String>> {
-        if !self.index.is_synced() {
+        if !self.workloads.is_synced() {
             return Lookup::Unreadable;
         }
         let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
-        let users: Vec<String> = self.index.required_by(&key).iter().map(ToString::to_string).collect();
+        let users: Vec<String> = self.workloads.required_by(&key).iter().map(ToString::to_string).collect();
         if users.is_empty() { Lookup::Absent } else { Lookup::Found(users) }
     }
 

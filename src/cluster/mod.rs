@@ -6,8 +6,8 @@ mod cache;
 pub mod certs;
 mod controller;
 mod facts;
-mod index;
 mod lease;
+mod workloads;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 pub use cache::{ConfigCache, SourceKey};
-pub use index::{AUTO_ROLLOUT, WorkloadIndex, WorkloadKey, WorkloadKind, wants_rollout};
 pub use lease::LeaderElection;
+pub use workloads::{AUTO_ROLLOUT, WorkloadKey, WorkloadKind, Workloads, wants_rollout};
 
 use crate::metrics::Metrics;
 use crate::policy::settings::Selector;
@@ -42,15 +42,6 @@ pub struct ClusterConfig {
     pub fetch_timeout: Duration,
 }
 
-/// What the rollout controller is told of.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Change {
-    /// A ConfigMap or Secret changed, appeared or went away: re-stamp the workloads using it.
-    Source(SourceKey),
-    /// A workload is new or uses other sources: stamp it if its checksums are not current.
-    Workload(WorkloadKey),
-}
-
 /// Why the cluster side did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -63,7 +54,7 @@ pub enum ClusterError {
 /// Everything the server uses of the cluster.
 pub struct Cluster {
     pub cache: Arc<ConfigCache>,
-    pub index: Arc<WorkloadIndex>,
+    pub workloads: Workloads,
     pub leader: Arc<LeaderElection>,
     pub config: ClusterConfig,
     pub metrics: Arc<Metrics>,
@@ -78,20 +69,25 @@ impl Cluster {
         stop: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = client(&config).await?;
-        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
-        let index =
-            WorkloadIndex::start(client.clone(), selector, changes_tx.clone(), Arc::clone(&metrics), stop.clone());
+        let pending = controller::Pending::default();
+        let watches = (
+            controller::watch(&client, &selector, &metrics, &pending),
+            controller::watch(&client, &selector, &metrics, &pending),
+        );
+        let workloads =
+            Workloads { stateful_sets: watches.0.store.clone(), deployments: watches.1.store.clone(), selector };
+        let (sources, changed) = tokio::sync::mpsc::channel(controller::SOURCE_QUEUE);
         let cache =
-            ConfigCache::start(client.clone(), &config.checksum_key, changes_tx, Arc::clone(&metrics), stop.clone());
+            ConfigCache::start(client.clone(), &config.checksum_key, sources, Arc::clone(&metrics), stop.clone());
         let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
-        let cluster = Arc::new(Self { cache, index, leader, config, metrics });
-        controller::spawn(client, Arc::clone(&cluster), changes, stop);
+        let cluster = Arc::new(Self { cache, workloads, leader, config, metrics });
+        controller::run(client, Arc::clone(&cluster), watches, pending, changed, stop);
         Ok(cluster)
     }
 
-    /// Ready once the caches have listed everything once.
+    /// Ready once the caches and the workload stores have listed everything once.
     pub fn is_synced(&self) -> bool {
-        self.cache.is_synced() && self.index.is_synced()
+        self.cache.is_synced() && self.workloads.is_synced()
     }
 }
 

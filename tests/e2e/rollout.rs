@@ -149,6 +149,74 @@ pub async fn a_config_change_in_the_cluster_rolls_the_workload(env: &mut Env) {
     assert!(changed, "a Secret change re-stamps the Deployment");
 }
 
+/// A ValidatingAdmissionPolicy of the API server that refuses every UPDATE of the test's
+/// Deployment, and its binding: the controller's re-stamps fail while both exist.
+fn freeze_policy() -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {{name: e2e-freeze}}\n\
+         spec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n\
+         \x20   - {{apiGroups: [apps], apiVersions: [v1], operations: [UPDATE], resources: [deployments]}}\n\
+         \x20 matchConditions:\n  - {{name: ring-api-only, expression: \"object.metadata.name == 'dx-ring-api' && object.metadata.namespace == '{NS}'\"}}\n\
+         \x20 validations:\n  - {{expression: 'false', message: frozen by the e2e fault}}\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {{name: e2e-freeze}}\n\
+         spec: {{policyName: e2e-freeze, validationActions: [Deny]}}\n"
+    )
+}
+
+pub async fn a_failed_re_stamp_is_retried_until_the_workload_carries_the_change(env: &mut Env) {
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], &freeze_policy());
+    assert!(ok, "{out}{err}");
+    // The API server enforces a new policy once its informers have it: wait until it refuses.
+    let frozen = eventually(Duration::from_secs(20), || async {
+        let (ok, _, err) = env.kubectl(&[
+            "patch",
+            "deployment",
+            "dx-ring-api",
+            "-n",
+            NS,
+            "--dry-run=server",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"e2e-probe":"1"}}}"#,
+        ]);
+        !ok && err.contains("frozen by the e2e fault")
+    })
+    .await;
+    assert!(frozen, "the policy refuses updates of the Deployment");
+    let (failed, succeeded) =
+        ("dx_admission_rollouts_total{result=\"failed\"}", "dx_admission_rollouts_total{result=\"ok\"}");
+    let (failed_before, ok_before) = (env.webhook().metric(failed).await, env.webhook().metric(succeeded).await);
+    let generation_before = generation(env, NS, "deployment", "dx-ring-api");
+
+    // The change arrives during the fault: every re-stamp is refused, and retried.
+    let patch = r#"{"data":{"log.level":"error"}}"#;
+    let (ok, _, err) = env.kubectl(&["patch", "configmap", "app-config", "-n", NS, "--type=merge", "-p", patch]);
+    assert!(ok, "{err}");
+    let retried =
+        eventually(Duration::from_secs(20), || async { env.webhook().metric(failed).await >= failed_before + 3.0 })
+            .await;
+    assert!(retried, "three refused re-stamps are counted (first try and two retries)");
+    assert_eq!(generation(env, NS, "deployment", "dx-ring-api"), generation_before, "nothing got through");
+    assert_eq!(env.webhook().metric(succeeded).await, ok_before);
+
+    // The fault clears; nothing else changes, and the next retry stamps the change.
+    let (ok, _, err) = env.kubectl(&["delete", "validatingadmissionpolicybinding", "e2e-freeze"]);
+    assert!(ok, "{err}");
+    let cleared = Instant::now();
+    let expected = expected_config_checksum(&[("log.level", "error")]);
+    let stamped = eventually(Duration::from_secs(70), || async { app_checksum(env) == expected }).await;
+    assert!(stamped, "the change made during the fault is stamped once the fault clears");
+    println!(
+        "e2e: re-stamp refused {} times, stamped {:.1}s after the fault cleared",
+        env.webhook().metric(failed).await - failed_before,
+        cleared.elapsed().as_secs_f64()
+    );
+    assert_eq!(generation(env, NS, "deployment", "dx-ring-api"), generation_before + 1, "one rollout");
+    assert_eq!(env.webhook().metric(succeeded).await, ok_before + 1.0, "the success is counted once");
+    let (ok, _, err) = env.kubectl(&["delete", "validatingadmissionpolicy", "e2e-freeze"]);
+    assert!(ok, "{err}");
+}
+
 pub async fn deleting_a_config_in_use_is_refused(env: &mut Env) {
     let (ok, _, err) = env.kubectl(&["delete", "configmap", "app-config", "-n", NS]);
     assert!(!ok);
