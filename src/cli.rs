@@ -64,8 +64,11 @@ pub enum SchemaCommand {
     },
     /// What changed from one version to another, classed breaking or compatible (exit 1 if any is breaking).
     Diff {
+        /// The version to compare from (a directory under --schemas, e.g. v1).
         old: String,
+        /// The version to compare to (e.g. v2).
         new: String,
+        /// The schema directory holding both versions.
         #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
         schemas: PathBuf,
     },

@@ -1,12 +1,13 @@
 //! Prometheus metrics. Names and labels are public API, documented in the README: keep them.
 
-use crate::lookup::Lookup;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::lookup::Lookup;
 
 /// The admission endpoint a review came through.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -186,7 +187,47 @@ impl Metrics {
         self.watch_errors.get_or_create(&WatchLabels { kind }).inc();
     }
 
+    /// Counts one evaluation in `dx_admission_reviews_in_flight` for as long as the guard lives:
+    /// a review dropped mid-way (its client went away) still leaves the gauge.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.reviews_in_flight.inc();
+        InFlight(&self.reviews_in_flight)
+    }
+
     pub fn count_result(family: &Family<ResultLabels, Counter>, ok: bool) {
         family.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+}
+
+/// One review in flight; see [`Metrics::in_flight`].
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[tokio::test]
+    async fn a_review_dropped_mid_way_leaves_the_in_flight_gauge() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let (started, wait) = tokio::sync::oneshot::channel();
+        let review = tokio::spawn({
+            let metrics = std::sync::Arc::clone(&metrics);
+            async move {
+                let _counted = metrics.in_flight();
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+            }
+        });
+        wait.await.unwrap();
+        assert_eq!(metrics.reviews_in_flight.get(), 1);
+        review.abort();
+        assert!(review.await.unwrap_err().is_cancelled());
+        assert_eq!(metrics.reviews_in_flight.get(), 0);
     }
 }

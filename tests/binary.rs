@@ -201,6 +201,26 @@ fn start_up_errors_name_the_flag_to_fix() {
     assert!(stderr.contains(&format!("--listen: cannot listen on {taken}")), "{stderr}");
 }
 
+#[test]
+fn schema_diff_refuses_a_file_it_cannot_parse_with_exit_2() {
+    let temp = tempfile::tempdir().unwrap();
+    for version in ["v1", "v2"] {
+        std::fs::create_dir_all(temp.path().join(version).join("configmap")).unwrap();
+        std::fs::write(temp.path().join(version).join("configmap/dam.json"), r#"{"type": "object"}"#).unwrap();
+    }
+    std::fs::write(temp.path().join("v2/configmap/dam.json"), "{not json").unwrap();
+    let output = Command::new(BIN).args(["schema", "diff", "v1", "v2", "--schemas"]).arg(temp.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: {}: not valid JSON: key must be a string at line 1 column 2\n",
+            temp.path().join("v2/configmap/dam.json").display()
+        )
+    );
+}
+
 fn check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .current_dir(repo())
@@ -318,6 +338,11 @@ fn check_writes_junit_and_sarif_for_ci_systems() {
     assert_eq!(results.len(), 2);
     assert_eq!(results[0]["ruleId"], "image-pinned");
     assert_eq!(results[0]["level"], "error");
+    assert_eq!(
+        results[0]["message"]["text"],
+        "Deployment dx/dx-ring-api-unpinned: spec.template.spec.containers[0].image: image \"hcl/dx/ring-api:latest\" \
+         uses the moving tag latest [image-pinned] fix: use a DX release tag (e.g. :95_CF225) or an @sha256 digest"
+    );
     assert_eq!(
         results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
         "examples/broken/ring-api-unpinned-no-probe.yaml"

@@ -79,3 +79,36 @@ async fn only_clients_with_a_certificate_from_the_client_ca_are_served() {
         "and the server is fine after"
     );
 }
+
+#[tokio::test]
+async fn the_client_ca_bundle_reloads_and_a_bad_one_is_refused() {
+    let (old_ca, new_ca) = (Pki::new("old API server client CA"), Pki::new("new API server client CA"));
+    let temp = tempfile::tempdir().unwrap();
+    let ca_file = temp.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &old_ca.ca_pem).unwrap();
+    let watched = ca_file.clone();
+    let server = TestServer::start_with(move |config| config.client_ca = Some(watched)).await;
+    assert_eq!(review_with(&server, Some(client_identity(&old_ca))).await, Ok(200));
+    let (ok, failed) =
+        ("dx_admission_tls_reloads_total{result=\"ok\"}", "dx_admission_tls_reloads_total{result=\"failed\"}");
+
+    // The API server's client CA rolls: the new bundle serves new handshakes, without a restart.
+    let ok_before = server.metric(ok).await;
+    std::fs::write(&ca_file, &new_ca.ca_pem).unwrap();
+    let reloaded =
+        common::eventually(std::time::Duration::from_secs(10), || async { server.metric(ok).await > ok_before }).await;
+    assert!(reloaded, "the new bundle is loaded");
+    assert_eq!(review_with(&server, Some(client_identity(&new_ca))).await, Ok(200));
+    assert!(review_with(&server, Some(client_identity(&old_ca))).await.is_err(), "the old CA no longer admits");
+
+    // A bundle that holds no certificate is refused; the last good one keeps serving.
+    let failed_before = server.metric(failed).await;
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    let refused = common::eventually(std::time::Duration::from_secs(10), || async {
+        server.metric(failed).await > failed_before
+    })
+    .await;
+    assert!(refused, "the bad bundle is counted as a failed reload");
+    assert_eq!(review_with(&server, Some(client_identity(&new_ca))).await, Ok(200));
+    assert!(review_with(&server, Some(client_identity(&old_ca))).await.is_err());
+}

@@ -36,15 +36,17 @@ impl fmt::Display for Change {
     }
 }
 
-/// The parsed JSON files of a schema directory, by relative path.
-fn documents(dir: &Path) -> HashMap<String, Value> {
-    json_files(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(relative, path)| {
-            Some((relative, serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?))
-        })
-        .collect()
+/// The parsed JSON files of a schema directory, by relative path. A file that cannot be read or
+/// parsed is an error naming it: read as missing, it would look like a removed schema.
+fn documents(dir: &Path) -> Result<HashMap<String, Value>, String> {
+    let files = json_files(dir).map_err(|e| e.to_string())?;
+    let mut documents = HashMap::new();
+    for (relative, path) in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value = serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
+        documents.insert(relative, value);
+    }
+    Ok(documents)
 }
 
 /// Follows a local `$ref` (relative file and `#/` pointer), keeping sibling keywords.
@@ -217,7 +219,7 @@ fn compare_config_map(
 
 /// Every change from version `old` to version `new` of the schema directory `dir`.
 pub fn diff(dir: &Path, old: &str, new: &str) -> Result<Vec<Change>, String> {
-    let documents = documents(dir);
+    let documents = documents(dir)?;
     for version in [old, new] {
         if !documents.keys().any(|k| k.starts_with(&format!("{version}/"))) {
             return Err(format!("{}: no schemas for version {version}", dir.display()));
@@ -299,6 +301,22 @@ mod tests {
         assert!(changes.iter().all(|c| c.class == Class::Breaking));
         assert!(render("v1", "v2", &changes).ends_with("8 breaking, 0 compatible changes from v1 to v2\n"));
         assert!(diff(&dir, "v2", "v2").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_schema_file_that_does_not_parse_is_an_error_naming_it_not_a_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        for version in ["v1", "v2"] {
+            std::fs::create_dir_all(dir.path().join(version).join("configmap")).unwrap();
+        }
+        std::fs::write(dir.path().join("v1/configmap/core.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(dir.path().join("v2/configmap/core.json"), r#"{"type": "object""#).unwrap();
+        let error = diff(dir.path(), "v1", "v2").unwrap_err();
+        let file = dir.path().join("v2/configmap/core.json");
+        assert_eq!(
+            error,
+            format!("{}: not valid JSON: EOF while parsing an object at line 1 column 17", file.display())
+        );
     }
 
     #[test]

@@ -21,12 +21,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<super::tls::Tls>,
     router: Router,
     limits: Limits,
     stop: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
@@ -49,7 +48,8 @@ pub async fn serve_tls(
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%error, %peer, "TCP_NODELAY not set");
         }
-        let acceptor = acceptor.clone();
+        // The newest configuration: a reloaded client CA bundle applies to new handshakes.
+        let acceptor = TlsAcceptor::from(tls.current());
         let service = TowerToHyperService::new(router.clone());
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();

@@ -206,8 +206,9 @@ impl Server {
         };
         let certs = Arc::new(CertStore::load(config.tls_cert, config.tls_key, Arc::clone(&metrics))?);
         let schemas = SchemaStore::load(config.schemas, Arc::clone(&metrics))?;
-        let tls = tls::server_config(Arc::clone(&certs), config.client_ca.as_deref())
-            .map_err(|e| StartError::ClientCa(e.to_string()))?;
+        let tls = Arc::new(
+            tls::Tls::new(Arc::clone(&certs), config.client_ca).map_err(|e| StartError::ClientCa(e.to_string()))?,
+        );
         let bind = |flag, addr| async move {
             TcpListener::bind(addr).await.map_err(|source| StartError::Bind { flag, addr, source })
         };
@@ -243,15 +244,15 @@ impl Server {
         });
 
         let mut tasks = tokio::task::JoinSet::new();
-        let reload_certs = Arc::clone(&certs);
+        let reload_tls = Arc::clone(&tls);
         reload::spawn(
             "certificates",
-            certs.watched_dirs(),
+            tls.watched_dirs(),
             false,
             limits.reload_interval,
             stop_all.clone(),
             Arc::new(move || {
-                reload_certs.reload();
+                reload_tls.reload();
             }),
         );
         let reload_state = Arc::clone(&state);

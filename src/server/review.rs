@@ -86,7 +86,7 @@ async fn answer(
             .await
             .map_err(|_| ApiError::Overloaded)?
             .map_err(|_| ApiError::Overloaded)?;
-        state.metrics.reviews_in_flight.inc();
+        let _in_flight = state.metrics.in_flight();
         let response = match endpoint {
             Endpoint::Validate => evaluate_and_respond(endpoint, state, &decoded),
             Endpoint::Mutate => {
@@ -95,7 +95,6 @@ async fn answer(
                 response
             }
         };
-        state.metrics.reviews_in_flight.dec();
         state
             .metrics
             .review_duration

@@ -94,7 +94,7 @@ pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: ArcSwap<LoadedPair>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for CertStore {
@@ -139,10 +139,7 @@ impl CertStore {
 
     /// The directories to watch for rotation (a mounted Secret swaps a symlink in them).
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = [&self.cert_path, &self.key_path]
-            .iter()
-            .map(|p| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned())
-            .collect();
+        let mut dirs: Vec<PathBuf> = [&self.cert_path, &self.key_path].iter().map(|p| parent_dir(p)).collect();
         dirs.dedup();
         dirs
     }
@@ -154,14 +151,85 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// A rustls server configuration that asks `store` for the pair on every handshake.
+/// The TLS configuration handshakes use: the serving pair (asked of the [`CertStore`] on every
+/// handshake) and, with `--client-ca`, the CA bundle clients must present a certificate from. The
+/// bundle is re-read with the pair; a changed, valid bundle builds a new configuration for new
+/// handshakes, a bad one is refused and the last good one keeps serving.
+pub struct Tls {
+    pub certs: Arc<CertStore>,
+    client_ca: Option<PathBuf>,
+    ca_fingerprint: std::sync::atomic::AtomicU64,
+    current: ArcSwap<ServerConfig>,
+}
+
+impl Tls {
+    /// Builds the first configuration; a bad bundle fails at once, before anything binds.
+    pub fn new(certs: Arc<CertStore>, client_ca: Option<PathBuf>) -> Result<Self, TlsError> {
+        let (config, fingerprint) = server_config(Arc::clone(&certs), client_ca.as_deref())?;
+        if let Some(path) = &client_ca {
+            info!(client_ca = %path.display(), "client CA bundle loaded");
+        }
+        Ok(Self { certs, client_ca, ca_fingerprint: fingerprint.into(), current: ArcSwap::new(config) })
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the pair and the bundle. Returns whether anything changed.
+    pub fn reload(&self) -> bool {
+        let pair = self.certs.reload();
+        let Some(path) = &self.client_ca else { return pair };
+        let fingerprint = std::fs::read(path).map(|pem| fingerprint(&pem)).unwrap_or(0);
+        if fingerprint == self.ca_fingerprint.load(std::sync::atomic::Ordering::SeqCst) {
+            return pair;
+        }
+        match server_config(Arc::clone(&self.certs), Some(path)) {
+            Ok((config, fingerprint)) => {
+                info!(client_ca = %path.display(), "client CA bundle reloaded");
+                self.current.store(config);
+                self.ca_fingerprint.store(fingerprint, std::sync::atomic::Ordering::SeqCst);
+                Metrics::count_result(&self.certs.metrics.tls_reloads, true);
+                true
+            }
+            Err(error) => {
+                error!(%error, "refused new client CA bundle; the last good one keeps serving");
+                Metrics::count_result(&self.certs.metrics.tls_reloads, false);
+                pair
+            }
+        }
+    }
+
+    /// The directories to watch: the pair's and the bundle's.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self.certs.watched_dirs();
+        dirs.extend(self.client_ca.as_deref().map(parent_dir));
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned()
+}
+
+/// A rustls server configuration that asks `store` for the pair on every handshake, and the
+/// fingerprint of the client CA bundle it was built from (0 without one).
 /// TLS 1.2 and 1.3 only, rustls' safe defaults; HTTP/2 and HTTP/1.1 by ALPN. With `client_ca`,
 /// only clients presenting a certificate from that CA (the API server) complete a handshake.
-pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<(Arc<ServerConfig>, u64), TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
+    let (builder, ca_fingerprint) = match client_ca {
+        None => (builder.with_no_client_auth(), 0),
         Some(path) => {
             let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
             let mut roots = rustls::RootCertStore::empty();
@@ -175,10 +243,10 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Parse { path: path.to_owned(), reason: e.to_string() })?;
-            builder.with_client_cert_verifier(verifier)
+            (builder.with_client_cert_verifier(verifier), fingerprint(&pem))
         }
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), ca_fingerprint))
 }

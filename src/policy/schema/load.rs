@@ -120,7 +120,8 @@ impl SchemaSet {
                 });
             }
         }
-        Ok(Self { default_version: index.default, versions, fingerprint: hasher.finish(), files: files.len() })
+        let order = index.versions.iter().map(|v| v.name.clone()).collect();
+        Ok(Self { default_version: index.default, versions, order, fingerprint: hasher.finish(), files: files.len() })
     }
 }
 
@@ -312,6 +313,15 @@ mod tests {
         assert_eq!(from_flat.version_names().collect::<Vec<_>>(), ["v1", "v2"]);
         let coverage = |set: &SchemaSet| set.version("v2").unwrap().coverage().count();
         assert_eq!(coverage(&from_flat), coverage(&from_tree));
+    }
+
+    #[test]
+    fn versions_keep_the_order_of_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = "default: v10\nversions: [{name: v9}, {name: v10}, {name: v2-beta}]\n";
+        std::fs::write(dir.path().join("index.yaml"), index).unwrap();
+        let set = SchemaSet::load(dir.path()).unwrap();
+        assert_eq!(set.version_names().collect::<Vec<_>>(), ["v9", "v10", "v2-beta"]);
     }
 
     #[test]

@@ -8,7 +8,6 @@ mod keywords;
 mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use jsonschema::Validator;
 use regex::Regex;
@@ -25,6 +24,8 @@ pub use load::{SchemaError, json_files};
 pub struct SchemaSet {
     default_version: String,
     versions: BTreeMap<String, SchemaVersion>,
+    /// Version names as `index.yaml` lists them (`v10` after `v9`, as the DX team wrote it).
+    order: Vec<String>,
     /// Identifies the files the set was built from, so a reload of identical files is a no-op.
     fingerprint: u64,
     files: usize,
@@ -76,7 +77,7 @@ impl SchemaSet {
 
     /// Version names in index order.
     pub fn version_names(&self) -> impl Iterator<Item = &str> {
-        self.versions.keys().map(String::as_str)
+        self.order.iter().map(String::as_str)
     }
 
     pub fn fingerprint(&self) -> u64 {
@@ -96,6 +97,7 @@ impl SchemaSet {
                 "none".into(),
                 SchemaVersion { name: "none".into(), notes: String::new(), schemas: BTreeMap::new() },
             )]),
+            order: vec!["none".into()],
             fingerprint: 0,
             files: 0,
         }
@@ -127,10 +129,4 @@ impl DocumentSchema {
     pub fn declared_keys(&self) -> impl Iterator<Item = &str> {
         self.known_keys.iter().map(String::as_str)
     }
-}
-
-/// Where the schema files come from.
-#[derive(Clone, Debug)]
-pub struct SchemaSource {
-    pub dir: PathBuf,
 }
