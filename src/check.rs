@@ -9,9 +9,38 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::authoring::junit;
-use crate::cli::OutputFormat;
 use crate::policy::schema::SchemaSet;
 use crate::policy::{Evaluation, Object, Operation, Policy, ResourceKind, Review, Settings, Severity, evaluate};
+
+/// What `check` is asked to do. The CLI's flags convert into it; the library knows no clap.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Manifests to check: files, directories, or `-` for stdin.
+    pub files: Vec<PathBuf>,
+    /// Previous manifests: the same object found there is checked as an UPDATE.
+    pub old: Vec<PathBuf>,
+    pub schemas: PathBuf,
+    /// Namespace of objects that name none.
+    pub namespace: String,
+    pub format: Format,
+}
+
+/// How `check` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
+    Sarif,
+}
+
+/// What `post-render` is given besides the rendered manifests on stdin.
+#[derive(Clone, Debug)]
+pub struct PostRenderOptions {
+    pub schemas: PathBuf,
+    /// Namespace of objects that name none (the release's).
+    pub namespace: String,
+}
 
 /// Exit codes: clean, denied, usage or input error.
 pub const EXIT_CLEAN: i32 = 0;
@@ -294,7 +323,7 @@ pub fn render_sarif(results: &[Checked]) -> Value {
 /// `post-render`: a Helm post-renderer. Clean manifests pass through unchanged on stdout; when
 /// anything is denied the report goes to stderr and the exit code fails the whole upgrade before
 /// Helm applies anything.
-pub fn post_render(args: &crate::cli::PostRenderArgs, settings: &Settings) -> i32 {
+pub fn post_render(args: &PostRenderOptions, settings: &Settings) -> i32 {
     let schemas = match SchemaSet::load(&args.schemas) {
         Ok(schemas) => schemas,
         Err(error) => {
@@ -337,7 +366,7 @@ pub fn post_render(args: &crate::cli::PostRenderArgs, settings: &Settings) -> i3
 }
 
 /// Runs `check` end to end and returns the exit code.
-pub fn run(args: &crate::cli::CheckArgs, settings: &Settings) -> i32 {
+pub fn run(args: &Options, settings: &Settings) -> i32 {
     let schemas = match SchemaSet::load(&args.schemas) {
         Ok(schemas) => schemas,
         Err(error) => {
@@ -354,11 +383,11 @@ pub fn run(args: &crate::cli::CheckArgs, settings: &Settings) -> i32 {
         }
     };
     let results = check(Policy::offline(settings, &schemas), &manifests, &old);
-    match args.output {
-        OutputFormat::Text => print!("{}", render_text(&results, manifests.other_kinds)),
-        OutputFormat::Json => println!("{:#}", render_json(&results)),
-        OutputFormat::Junit => print!("{}", render_junit(&results)),
-        OutputFormat::Sarif => println!("{:#}", render_sarif(&results)),
+    match args.format {
+        Format::Text => print!("{}", render_text(&results, manifests.other_kinds)),
+        Format::Json => println!("{:#}", render_json(&results)),
+        Format::Junit => print!("{}", render_junit(&results)),
+        Format::Sarif => println!("{:#}", render_sarif(&results)),
     }
     if results.iter().any(|c| c.evaluation.denied()) { EXIT_DENIED } else { EXIT_CLEAN }
 }

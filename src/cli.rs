@@ -1,13 +1,17 @@
 //! Command-line interface. Every `serve` flag can also be set by a `DX_ADMISSION_*` variable.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::cluster::ClusterConfig;
+use crate::cluster::certs::SelfManagedConfig;
 use crate::policy::values;
+use crate::server::Limits;
 
 #[derive(Debug, Parser)]
 #[command(name = "dx-admission", version, about = "Admission webhook that guards HCL DX deployments")]
@@ -88,8 +92,44 @@ impl FromStr for FlagDuration {
     }
 }
 
+/// Go syntax again, in the largest whole unit, so `--help` shows defaults as they are typed.
+impl fmt::Display for FlagDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seconds, nanos) = (self.0.as_secs(), self.0.subsec_nanos());
+        match (seconds, nanos) {
+            (s, 0) if s >= 3600 && s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+            (s, 0) => write!(f, "{s}s"),
+            _ if self.0.as_nanos().is_multiple_of(1_000_000) => write!(f, "{}ms", self.0.as_millis()),
+            _ => write!(f, "{}ns", self.0.as_nanos()),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("kube").args(["cluster", "self_managed_certs"]).multiple(true)))]
 pub struct ServeArgs {
+    /// Directory of versioned schemas (index.yaml, one directory per version).
+    #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// Optional YAML policy file: selector labels, severities, modes, storage paths.
+    #[arg(long, env = "DX_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub self_managed: SelfManagedArgs,
+}
+
+/// Where the server listens and with which certificates.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TLS and ports")]
+pub struct TlsArgs {
     /// Address of the TLS admission port [default: 0.0.0.0:8443; 127.0.0.1:8443 with --dev].
     #[arg(long, env = "DX_ADMISSION_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -104,94 +144,242 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: serve only clients presenting a certificate from it (the API server,
     /// configured with a client certificate for webhooks); others fail the TLS handshake.
+    /// Re-read with the serving pair.
     #[arg(long, env = "DX_ADMISSION_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
-    /// Directory of versioned schemas (index.yaml, one directory per version).
-    #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
-    pub schemas: PathBuf,
-    /// Optional YAML policy file: selector labels, severities, modes, storage paths.
-    #[arg(long, env = "DX_ADMISSION_CONFIG")]
-    pub config: Option<PathBuf>,
     /// Development mode: generate (or reuse) a dev CA and serving certificate in --dev-cert-dir,
     /// bind to loopback, and print the caBundle and webhook configurations to apply.
     #[arg(long, env = "DX_ADMISSION_DEV")]
     pub dev: bool,
-    /// Where --dev keeps its certificates.
-    #[arg(long, env = "DX_ADMISSION_DEV_CERT_DIR", default_value = "certs/dev")]
+    /// Where --dev keeps its certificates (and, with --cluster, its checksum key).
+    #[arg(long, env = "DX_ADMISSION_DEV_CERT_DIR", default_value = "certs/dev", requires = "dev")]
     pub dev_cert_dir: PathBuf,
+}
+
+/// What `--dev` or the flags decide: the ports and the serving pair's files.
+pub struct Endpoints {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The dev CA, to print the webhook configurations with.
+    pub dev_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The ports (loopback with `--dev`) and the pair (the dev pair unless given).
+    pub fn endpoints(&self) -> anyhow::Result<Endpoints> {
+        let host: [u8; 4] = if self.dev { [127, 0, 0, 1] } else { [0, 0, 0, 0] };
+        let listen = self.listen.unwrap_or(SocketAddr::from((host, 8443)));
+        let metrics_listen = self.metrics_listen.unwrap_or(SocketAddr::from((host, 9090)));
+        if self.dev {
+            let certs = crate::dev::ensure(&self.dev_cert_dir)?;
+            let verb = if certs.generated { "generated" } else { "reused" };
+            tracing::info!(dir = %self.dev_cert_dir.display(), "{verb} dev certificates");
+            let tls_cert = self.tls_cert.clone().unwrap_or(certs.cert);
+            let tls_key = self.tls_key.clone().unwrap_or(certs.key);
+            return Ok(Endpoints { listen, metrics_listen, tls_cert, tls_key, dev_ca: Some(certs.ca) });
+        }
+        // clap requires both without --dev.
+        let missing = |flag: &str| anyhow::anyhow!("{flag} must be set (or use --dev)");
+        let tls_cert = self.tls_cert.clone().ok_or_else(|| missing("--tls-cert"))?;
+        let tls_key = self.tls_key.clone().ok_or_else(|| missing("--tls-key"))?;
+        Ok(Endpoints { listen, metrics_listen, tls_cert, tls_key, dev_ca: None })
+    }
+}
+
+/// Limits that keep one client from hurting the others. The defaults are [`Limits::default`]'s.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits and timing")]
+pub struct LimitsArgs {
     /// Largest accepted request body, in bytes (the API server sends at most 3 MiB).
-    #[arg(long, env = "DX_ADMISSION_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    #[arg(long, env = "DX_ADMISSION_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Deepest accepted JSON nesting.
-    #[arg(long, env = "DX_ADMISSION_MAX_JSON_DEPTH", default_value_t = 100)]
+    #[arg(long, env = "DX_ADMISSION_MAX_JSON_DEPTH", default_value_t = Limits::default().max_json_depth)]
     pub max_json_depth: usize,
     /// Deadline to read a review and start evaluating it; keep it under the webhook's timeoutSeconds.
-    #[arg(long, env = "DX_ADMISSION_REVIEW_TIMEOUT", default_value = "5s")]
+    #[arg(long, env = "DX_ADMISSION_REVIEW_TIMEOUT", default_value_t = FlagDuration(Limits::default().review_timeout))]
     pub review_timeout: FlagDuration,
     /// Time a client has to send its request headers.
-    #[arg(long, env = "DX_ADMISSION_HEADER_READ_TIMEOUT", default_value = "5s")]
+    #[arg(long, env = "DX_ADMISSION_HEADER_READ_TIMEOUT", default_value_t = FlagDuration(Limits::default().header_read_timeout))]
     pub header_read_timeout: FlagDuration,
     /// Reviews evaluated at once; more wait (within the review deadline).
-    #[arg(long, env = "DX_ADMISSION_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
+    #[arg(long, env = "DX_ADMISSION_MAX_CONCURRENT_REVIEWS", default_value_t = Limits::default().max_concurrent_reviews)]
     pub max_concurrent_reviews: usize,
     /// On SIGTERM/SIGINT: keep serving, not ready, this long so endpoints can drop the pod.
-    #[arg(long, env = "DX_ADMISSION_DRAIN_DELAY", default_value = "5s")]
+    #[arg(long, env = "DX_ADMISSION_DRAIN_DELAY", default_value_t = FlagDuration(Limits::default().drain_delay))]
     pub drain_delay: FlagDuration,
     /// Then give in-flight requests this long before closing connections.
-    #[arg(long, env = "DX_ADMISSION_SHUTDOWN_GRACE", default_value = "20s")]
+    #[arg(long, env = "DX_ADMISSION_SHUTDOWN_GRACE", default_value_t = FlagDuration(Limits::default().shutdown_grace))]
     pub shutdown_grace: FlagDuration,
     /// Periodic re-read of certificates and schemas, besides watching their directories.
-    #[arg(long, env = "DX_ADMISSION_RELOAD_INTERVAL", default_value = "60s")]
+    #[arg(long, env = "DX_ADMISSION_RELOAD_INTERVAL", default_value_t = FlagDuration(Limits::default().reload_interval))]
     pub reload_interval: FlagDuration,
-    /// Connect to the Kubernetes API (in-cluster, $KUBECONFIG, or --kubeconfig) for config
-    /// checksums on /mutate, the rollout controller and the delete guard.
-    #[arg(long, env = "DX_ADMISSION_CLUSTER")]
-    pub cluster: bool,
-    /// Kubeconfig file for --cluster (default: in-cluster service account, else $KUBECONFIG).
-    #[arg(long, env = "DX_ADMISSION_KUBECONFIG", requires = "cluster")]
+}
+
+impl From<&LimitsArgs> for Limits {
+    fn from(args: &LimitsArgs) -> Self {
+        Self {
+            max_body_bytes: args.max_body_bytes,
+            max_json_depth: args.max_json_depth,
+            review_timeout: args.review_timeout.0,
+            header_read_timeout: args.header_read_timeout.0,
+            max_concurrent_reviews: args.max_concurrent_reviews,
+            drain_delay: args.drain_delay.0,
+            shutdown_grace: args.shutdown_grace.0,
+            reload_interval: args.reload_interval.0,
+        }
+    }
+}
+
+/// How to reach the Kubernetes API: used by --cluster and by --self-managed-certs, refused
+/// without either.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Kubernetes API (with --cluster or --self-managed-certs)")]
+pub struct KubeArgs {
+    /// Kubeconfig file [default: in-cluster service account, else $KUBECONFIG].
+    #[arg(long, env = "DX_ADMISSION_KUBECONFIG", requires = "kube")]
     pub kubeconfig: Option<PathBuf>,
-    /// Key for Secret checksums (HMAC-SHA256), shared by every replica; at least 16 bytes.
-    /// Required with --cluster; --dev generates one in --dev-cert-dir.
-    #[arg(long, env = "DX_ADMISSION_CHECKSUM_KEY_FILE")]
-    pub checksum_key_file: Option<PathBuf>,
-    /// Config changes arriving within this window roll each workload once.
-    #[arg(long, env = "DX_ADMISSION_ROLLOUT_DEBOUNCE", default_value = "2s")]
-    pub rollout_debounce: FlagDuration,
-    /// At most this many workload re-stamps per second.
-    #[arg(long, env = "DX_ADMISSION_ROLLOUT_MAX_PATCHES_PER_SECOND", default_value_t = 5)]
-    pub rollout_max_patches_per_second: u32,
     /// The namespace dx-admission runs in: where its Lease and self-managed certificate Secret
     /// live (the chart sets the pod's namespace).
-    #[arg(long, env = "DX_ADMISSION_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "DX_ADMISSION_NAMESPACE", default_value = "default", requires = "kube")]
     pub namespace: String,
-    #[arg(long, env = "DX_ADMISSION_LEASE_NAME", default_value = "dx-admission-rollout")]
+}
+
+/// Config checksums on /mutate, the rollout controller and the cluster facts rules read.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster (--cluster)")]
+pub struct ClusterArgs {
+    /// Connect to the Kubernetes API for config checksums on /mutate, the rollout controller and
+    /// the rules that read the cluster (config-in-use).
+    #[arg(long, env = "DX_ADMISSION_CLUSTER")]
+    pub cluster: bool,
+    /// Key for Secret checksums (HMAC-SHA256), shared by every replica; at least 16 bytes.
+    /// Required with --cluster; --dev generates one in --dev-cert-dir.
+    #[arg(long, env = "DX_ADMISSION_CHECKSUM_KEY_FILE", requires = "cluster")]
+    pub checksum_key_file: Option<PathBuf>,
+    /// Config changes arriving within this window roll each workload once.
+    #[arg(long, env = "DX_ADMISSION_ROLLOUT_DEBOUNCE", default_value = "2s", requires = "cluster")]
+    pub rollout_debounce: FlagDuration,
+    /// At most this many workload re-stamps per second.
+    #[arg(long, env = "DX_ADMISSION_ROLLOUT_MAX_PATCHES_PER_SECOND", default_value_t = 5, requires = "cluster")]
+    pub rollout_max_patches_per_second: u32,
+    /// The coordination.k8s.io Lease (in --namespace) that picks the one replica that rolls
+    /// workloads; replicas of one installation share it.
+    #[arg(long, env = "DX_ADMISSION_LEASE_NAME", default_value = "dx-admission-rollout", requires = "cluster")]
     pub lease_name: String,
-    /// This replica's name in the Lease [default: the host name].
-    #[arg(long, env = "DX_ADMISSION_IDENTITY")]
+    /// This replica's name in the Lease [default: $HOSTNAME, else dx-admission].
+    #[arg(long, env = "DX_ADMISSION_IDENTITY", requires = "cluster")]
     pub identity: Option<String>,
     /// Time a direct read of a ConfigMap or Secret missing from the cache may take.
-    #[arg(long, env = "DX_ADMISSION_FETCH_TIMEOUT", default_value = "1s")]
+    #[arg(long, env = "DX_ADMISSION_FETCH_TIMEOUT", default_value = "1s", requires = "cluster")]
     pub fetch_timeout: FlagDuration,
+}
+
+impl ClusterArgs {
+    /// `None` without `--cluster`. With `--dev` and no key file, the dev key in `dev_cert_dir`.
+    pub fn config(&self, kube: &KubeArgs, dev_cert_dir: Option<&Path>) -> anyhow::Result<Option<ClusterConfig>> {
+        if !self.cluster {
+            return Ok(None);
+        }
+        let checksum_key = match (&self.checksum_key_file, dev_cert_dir) {
+            (Some(path), _) => read_checksum_key(path)?,
+            (None, Some(dir)) => crate::dev::ensure_checksum_key(dir)?,
+            (None, None) => {
+                anyhow::bail!("--checksum-key-file must be set with --cluster (a key shared by every replica)")
+            }
+        };
+        let identity =
+            self.identity.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "dx-admission".into());
+        Ok(Some(ClusterConfig {
+            kubeconfig: kube.kubeconfig.clone(),
+            checksum_key,
+            debounce: self.rollout_debounce.0,
+            max_patches_per_second: self.rollout_max_patches_per_second,
+            lease_namespace: kube.namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            identity,
+            fetch_timeout: self.fetch_timeout.0,
+        }))
+    }
+}
+
+/// Reads the shared HMAC key for Secret checksums.
+fn read_checksum_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let key = std::fs::read(path).map_err(|e| anyhow::anyhow!("--checksum-key-file {}: {e}", path.display()))?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        anyhow::bail!("--checksum-key-file {}: the key has {} bytes; use at least 16", path.display(), key.len());
+    }
+    Ok(key)
+}
+
+/// Certificates dx-admission makes and rotates itself, for clusters without cert-manager.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Self-managed certificates (--self-managed-certs)")]
+pub struct SelfManagedArgs {
     /// Keep a self-made CA and serving certificate in --cert-secret (for clusters without
     /// cert-manager), write the pair to --tls-cert/--tls-key, and keep the caBundle of
     /// --webhook-configurations current.
     #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CERTS", requires_all = ["tls_cert", "tls_key", "cert_dns_names"])]
     pub self_managed_certs: bool,
-    #[arg(long, env = "DX_ADMISSION_CERT_SECRET", default_value = "dx-admission-tls")]
+    /// The Secret (in --namespace) holding the CA and the serving pair, shared by every replica.
+    #[arg(long, env = "DX_ADMISSION_CERT_SECRET", default_value = "dx-admission-tls", requires = "self_managed_certs")]
     pub cert_secret: String,
     /// Name of the Validating- and MutatingWebhookConfiguration whose caBundle is kept current.
-    #[arg(long, env = "DX_ADMISSION_WEBHOOK_CONFIGURATIONS", default_value = "dx-admission")]
+    #[arg(
+        long,
+        env = "DX_ADMISSION_WEBHOOK_CONFIGURATIONS",
+        default_value = "dx-admission",
+        requires = "self_managed_certs"
+    )]
     pub webhook_configurations: String,
     /// DNS names of the serving certificate, comma-separated (the webhook Service's names).
-    #[arg(long, env = "DX_ADMISSION_CERT_DNS_NAMES", value_delimiter = ',')]
+    #[arg(long, env = "DX_ADMISSION_CERT_DNS_NAMES", value_delimiter = ',', requires = "self_managed_certs")]
     pub cert_dns_names: Vec<String>,
-    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CA_VALIDITY", default_value = "8760h")]
+    /// Lifetime of a self-made CA; it is rolled (both CAs trusted meanwhile) before it ends.
+    #[arg(
+        long,
+        env = "DX_ADMISSION_SELF_MANAGED_CA_VALIDITY",
+        default_value = "8760h",
+        requires = "self_managed_certs"
+    )]
     pub self_managed_ca_validity: FlagDuration,
-    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_CERT_VALIDITY", default_value = "2160h")]
+    /// Lifetime of a serving certificate issued by the self-made CA.
+    #[arg(
+        long,
+        env = "DX_ADMISSION_SELF_MANAGED_CERT_VALIDITY",
+        default_value = "2160h",
+        requires = "self_managed_certs"
+    )]
     pub self_managed_cert_validity: FlagDuration,
     /// Renew the serving certificate when less than this is left (checks run every quarter of it).
-    #[arg(long, env = "DX_ADMISSION_SELF_MANAGED_RENEW_BEFORE", default_value = "720h")]
+    #[arg(
+        long,
+        env = "DX_ADMISSION_SELF_MANAGED_RENEW_BEFORE",
+        default_value = "720h",
+        requires = "self_managed_certs"
+    )]
     pub self_managed_renew_before: FlagDuration,
+}
+
+impl SelfManagedArgs {
+    /// `None` without `--self-managed-certs`; the pair is written to `endpoints`' files.
+    pub fn config(&self, kube: &KubeArgs, endpoints: &Endpoints) -> Option<SelfManagedConfig> {
+        self.self_managed_certs.then(|| SelfManagedConfig {
+            kubeconfig: kube.kubeconfig.clone(),
+            namespace: kube.namespace.clone(),
+            secret: self.cert_secret.clone(),
+            webhook_configurations: self.webhook_configurations.clone(),
+            dns_names: self.cert_dns_names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect(),
+            ca_validity: self.self_managed_ca_validity.0,
+            cert_validity: self.self_managed_cert_validity.0,
+            renew_before: self.self_managed_renew_before.0,
+            cert_path: endpoints.tls_cert.clone(),
+            key_path: endpoints.tls_key.clone(),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -225,6 +413,30 @@ pub struct CheckArgs {
     pub output: OutputFormat,
 }
 
+impl From<&CheckArgs> for crate::check::Options {
+    fn from(args: &CheckArgs) -> Self {
+        use crate::check::Format;
+        Self {
+            files: args.files.clone(),
+            old: args.old.clone(),
+            schemas: args.schemas.clone(),
+            namespace: args.namespace.clone(),
+            format: match args.output {
+                OutputFormat::Text => Format::Text,
+                OutputFormat::Json => Format::Json,
+                OutputFormat::Junit => Format::Junit,
+                OutputFormat::Sarif => Format::Sarif,
+            },
+        }
+    }
+}
+
+impl From<&PostRenderArgs> for crate::check::PostRenderOptions {
+    fn from(args: &PostRenderArgs) -> Self {
+        Self { schemas: args.schemas.clone(), namespace: args.namespace.clone() }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PostRenderArgs {
     /// Directory of versioned schemas.
@@ -248,4 +460,18 @@ pub enum RulesFormat {
 pub struct RulesArgs {
     #[arg(long, value_enum, default_value_t = RulesFormat::Text)]
     pub format: RulesFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlagDuration;
+
+    #[test]
+    fn durations_print_as_they_are_typed_and_parse_back() {
+        for (typed, shown) in [("5s", "5s"), ("60s", "60s"), ("1m30s", "90s"), ("720h", "720h"), ("250ms", "250ms")] {
+            let parsed: FlagDuration = typed.parse().unwrap();
+            assert_eq!(parsed.to_string(), shown);
+            assert_eq!(shown.parse::<FlagDuration>().unwrap(), parsed);
+        }
+    }
 }

@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use dx_admission::cli::{Cli, Command, RulesFormat, SchemaCommand, ServeArgs};
-use dx_admission::cluster::ClusterConfig;
-use dx_admission::cluster::certs::SelfManagedConfig;
 use dx_admission::policy::Settings;
 use dx_admission::server::{Limits, Server, ServerConfig};
 use dx_admission::{catalogue, check, dev, telemetry};
@@ -27,14 +25,14 @@ fn main() -> ExitCode {
         }
         Command::Schema(command) => schema(command),
         Command::PostRender(args) => match load_settings(args.config.as_deref()) {
-            Ok(settings) => ExitCode::from(check::post_render(&args, &settings) as u8),
+            Ok(settings) => ExitCode::from(check::post_render(&(&args).into(), &settings) as u8),
             Err(error) => {
                 eprintln!("dx-admission: {error:#}");
                 ExitCode::from(check::EXIT_INPUT as u8)
             }
         },
         Command::Check(args) => match load_settings(args.config.as_deref()) {
-            Ok(settings) => ExitCode::from(check::run(&args, &settings) as u8),
+            Ok(settings) => ExitCode::from(check::run(&(&args).into(), &settings) as u8),
             Err(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::from(check::EXIT_INPUT as u8)
@@ -58,8 +56,9 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "dx-admission did not start");
-                    eprintln!("error: {error:#}");
+                    // Start-up messages already name their cause; `{:#}` would repeat it.
+                    tracing::error!(error = %error, "dx-admission did not start");
+                    eprintln!("error: {error}");
                     ExitCode::FAILURE
                 }
             }
@@ -139,74 +138,21 @@ fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = load_settings(args.config.as_deref())?;
-    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let any = |port| std::net::SocketAddr::from(([0, 0, 0, 0], port));
-    let (tls_cert, tls_key, ca) = if args.dev {
-        let certs = dev::ensure(&args.dev_cert_dir)?;
-        let verb = if certs.generated { "generated" } else { "reused" };
-        tracing::info!(dir = %args.dev_cert_dir.display(), "{verb} dev certificates");
-        (args.tls_cert.unwrap_or(certs.cert), args.tls_key.unwrap_or(certs.key), Some(certs.ca))
-    } else {
-        // clap enforces both flags without --dev.
-        let missing = |flag: &str| anyhow::anyhow!("{flag} must be set (or use --dev)");
-        (args.tls_cert.ok_or_else(|| missing("--tls-cert"))?, args.tls_key.ok_or_else(|| missing("--tls-key"))?, None)
-    };
-    let cluster = if args.cluster {
-        let key = match (&args.checksum_key_file, args.dev) {
-            (Some(path), _) => read_checksum_key(path)?,
-            (None, true) => dev::ensure_checksum_key(&args.dev_cert_dir)?,
-            (None, false) => {
-                anyhow::bail!("--checksum-key-file must be set with --cluster (a key shared by every replica)")
-            }
-        };
-        let identity =
-            args.identity.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "dx-admission".into());
-        Some(ClusterConfig {
-            kubeconfig: args.kubeconfig.clone(),
-            checksum_key: key,
-            debounce: args.rollout_debounce.0,
-            max_patches_per_second: args.rollout_max_patches_per_second,
-            lease_namespace: args.namespace.clone(),
-            lease_name: args.lease_name.clone(),
-            identity,
-            fetch_timeout: args.fetch_timeout.0,
-        })
-    } else {
-        None
-    };
-    let self_managed = args.self_managed_certs.then(|| SelfManagedConfig {
-        kubeconfig: args.kubeconfig.clone(),
-        namespace: args.namespace.clone(),
-        secret: args.cert_secret.clone(),
-        webhook_configurations: args.webhook_configurations.clone(),
-        dns_names: args.cert_dns_names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect(),
-        ca_validity: args.self_managed_ca_validity.0,
-        cert_validity: args.self_managed_cert_validity.0,
-        renew_before: args.self_managed_renew_before.0,
-        cert_path: tls_cert.clone(),
-        key_path: tls_key.clone(),
-    });
+    let endpoints = args.tls.endpoints()?;
+    let dev_cert_dir = args.tls.dev.then_some(args.tls.dev_cert_dir.as_path());
     let config = ServerConfig {
-        listen: args.listen.unwrap_or(if args.dev { loopback(8443) } else { any(8443) }),
-        metrics_listen: args.metrics_listen.unwrap_or(if args.dev { loopback(9090) } else { any(9090) }),
-        tls_cert,
-        tls_key,
-        client_ca: args.client_ca.clone(),
-        schemas: args.schemas,
+        listen: endpoints.listen,
+        metrics_listen: endpoints.metrics_listen,
+        tls_cert: endpoints.tls_cert.clone(),
+        tls_key: endpoints.tls_key.clone(),
+        client_ca: args.tls.client_ca.clone(),
+        schemas: args.schemas.clone(),
         settings,
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_json_depth: args.max_json_depth,
-            review_timeout: args.review_timeout.0,
-            header_read_timeout: args.header_read_timeout.0,
-            max_concurrent_reviews: args.max_concurrent_reviews,
-            drain_delay: args.drain_delay.0,
-            shutdown_grace: args.shutdown_grace.0,
-            reload_interval: args.reload_interval.0,
-        },
-        cluster,
-        self_managed,
+        limits: Limits::from(&args.limits),
+        cluster: args.cluster.config(&args.kube, dev_cert_dir)?,
+        self_managed: args.self_managed.config(&args.kube, &endpoints),
     };
+    let ca = endpoints.dev_ca;
     let server = Server::start(config).await?;
     tracing::info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
     if let Some(ca) = ca {
@@ -227,16 +173,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
-}
-
-/// Reads the shared HMAC key for Secret checksums.
-fn read_checksum_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let key = std::fs::read(path).map_err(|e| anyhow::anyhow!("--checksum-key-file {}: {e}", path.display()))?;
-    let key = key.trim_ascii().to_vec();
-    if key.len() < 16 {
-        anyhow::bail!("--checksum-key-file {}: the key has {} bytes; use at least 16", path.display(), key.len());
-    }
-    Ok(key)
 }
 
 async fn shutdown_signal() {

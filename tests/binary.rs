@@ -185,6 +185,82 @@ fn start_up_errors_name_the_flag_to_fix() {
         assert_ne!(code, 0, "{args:?}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+    // The message a person reads, once (its cause is not repeated).
+    let (code, stderr) = start_error(&["--tls-cert", "/nonexistent/tls.crt", "--tls-key", k, "--schemas", s]);
+    assert_eq!(code, 1);
+    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert_eq!(
+        line,
+        "error: --tls-cert/--tls-key: cannot read /nonexistent/tls.crt: No such file or directory (os error 2)"
+    );
+    // Flags of a feature that is off are refused, naming the feature's flag; clap's exit code 2.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let refused: Vec<Case> = vec![
+        (
+            vec!["--identity", "pod-0"],
+            vec![],
+            "error: the following required arguments were not provided:\n  --cluster\n",
+        ),
+        (
+            vec![],
+            vec![("DX_ADMISSION_IDENTITY", "pod-0")],
+            "error: the following required arguments were not provided:\n  --cluster\n",
+        ),
+        (
+            vec!["--rollout-debounce", "5s"],
+            vec![],
+            "error: the following required arguments were not provided:\n  --cluster\n",
+        ),
+        (
+            vec!["--kubeconfig", "/tmp/kubeconfig"],
+            vec![],
+            "error: the following required arguments were not provided:\n  <--cluster|--self-managed-certs>\n",
+        ),
+        (
+            vec![],
+            vec![("DX_ADMISSION_NAMESPACE", "dx-system")],
+            "error: the following required arguments were not provided:\n  <--cluster|--self-managed-certs>\n",
+        ),
+        (
+            vec!["--cert-secret", "tls"],
+            vec![],
+            "error: the following required arguments were not provided:\n  --cert-dns-names <CERT_DNS_NAMES>\n  --self-managed-certs\n",
+        ),
+    ];
+    for (args, env, expected) in refused {
+        let output = Command::new(BIN)
+            .args(["serve", "--tls-cert", c, "--tls-key", k])
+            .args(&args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.starts_with(expected), "{args:?} {env:?}: {stderr}");
+    }
+    // --kubeconfig serves --self-managed-certs too: accepted there (it then fails reading the file).
+    let (code, stderr) = start_error(&[
+        "--tls-cert",
+        c,
+        "--tls-key",
+        k,
+        "--schemas",
+        s,
+        "--self-managed-certs",
+        "--cert-dns-names",
+        "localhost",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("error: --self-managed-certs: --kubeconfig /nonexistent/kubeconfig: failed to read"),
+        "{stderr}"
+    );
     let (code, stderr) = start_error(&[
         "--tls-cert",
         c,

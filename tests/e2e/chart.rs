@@ -51,6 +51,50 @@ pub async fn the_chart_lints_clean_in_every_mode(env: &mut Env) {
     }
 }
 
+/// The binary is started with exactly the arguments and variables the chart renders, in each
+/// mode: its flags must parse (a variable of a feature that is off is refused with exit 2), so
+/// start-up gets as far as the first file only the pod has, the mounted policy file.
+pub async fn the_binary_accepts_what_the_chart_renders_in_every_mode(env: &mut Env) {
+    for values in [
+        "rollout.enabled=true,certificates.mode=cert-manager",
+        "rollout.enabled=false,certificates.mode=cert-manager",
+        "rollout.enabled=true,certificates.mode=self-managed",
+        "rollout.enabled=false,certificates.mode=self-managed",
+    ] {
+        let objects = render(env, &["--set", values]);
+        let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let variables: Vec<(String, String)> = container["env"]
+            .as_array()
+            .map(|list| {
+                // The kubelet fills fieldRefs; stand-ins of the same kind do here.
+                list.iter().map(|v| (v["name"].as_str().unwrap().to_owned(), "dx-admission-0".to_owned())).collect()
+            })
+            .unwrap_or_default();
+        let names: Vec<&str> = variables.iter().map(|(n, _)| n.as_str()).collect();
+        let expected: &[&str] = match values {
+            v if v.starts_with("rollout.enabled=true") => &["DX_ADMISSION_NAMESPACE", "DX_ADMISSION_IDENTITY"],
+            v if v.ends_with("self-managed") => &["DX_ADMISSION_NAMESPACE"],
+            _ => &[],
+        };
+        assert_eq!(names, expected, "{values}");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dx-admission"))
+            .args(&args)
+            .env_clear()
+            .envs(variables)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{values}: {args:?}: {stderr}");
+        assert!(
+            stderr.ends_with(
+                "error: --config /etc/dx-admission/policy/policy.yaml: No such file or directory (os error 2)\n"
+            ),
+            "{values}: {stderr}"
+        );
+    }
+}
+
 pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
     let objects = render(env, &[]);
     // Webhook registrations.

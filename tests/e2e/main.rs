@@ -584,6 +584,7 @@ fn main() -> ExitCode {
         rollout::with_the_api_server_unreachable_reviews_are_answered_from_the_cache,
         chart::the_chart_lints_clean_in_every_mode,
         chart::the_chart_renders_safe_defaults,
+        chart::the_binary_accepts_what_the_chart_renders_in_every_mode,
         chart::values_schema_rejects_wrong_values,
         chart::the_chart_installs_into_the_api_server_in_both_modes,
         chart::self_managed_certificates_are_made_trusted_and_renewed,
