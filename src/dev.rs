@@ -7,8 +7,10 @@ use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
+use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
+use crate::policy::settings::Selector;
 use crate::server::tls::load_pair;
 
 pub const CA_FILE: &str = "ca.crt";
@@ -105,79 +107,66 @@ pub fn generate(now: OffsetDateTime) -> anyhow::Result<(String, String, String)>
     Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
 }
 
-/// Validating and mutating webhook configurations pointing at `base_url` by `url:`.
-pub fn webhook_configurations(base_url: &str, ca_pem: &[u8]) -> String {
+/// Validating and mutating webhook configurations pointing at `base_url` by `url:`: field by
+/// field what the chart registers (`charts/dx-admission/templates/webhooks.yaml`; the end-to-end
+/// suite compares the two), with the object selector of the policy file's `selector`. The delete
+/// guard is registered only with `guard` (`--cluster`): without the workload index its rule could
+/// only say, on every delete, that it did not judge.
+pub fn webhook_configurations(base_url: &str, ca_pem: &[u8], selector: &Selector, guard: bool) -> String {
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    // Both webhooks skip kube-system and see DX objects only.
-    let selectors = "    namespaceSelector:
-      matchExpressions:
-        - {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}
-    objectSelector:
-      matchLabels:
-        app.kubernetes.io/part-of: dx";
+    let client = |path: &str| json!({"url": format!("{base_url}{path}"), "caBundle": ca_bundle});
+    // Every webhook skips kube-system, so dx-admission can never block the cluster's recovery.
+    let namespaces = json!({"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}
+    ]});
+    let objects = json!({"matchLabels": {selector.part_of_label.clone(): selector.part_of_value.clone()}});
+    let rule = |group: &str, operations: &[&str], resources: &[&str]| json!({"apiGroups": [group], "apiVersions": ["v1"], "operations": operations, "resources": resources, "scope": "Namespaced"});
+    let webhook = |name: &str, path: &str, failure: &str, timeout: u32, rules: Vec<Value>| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": failure,
+            "timeoutSeconds": timeout,
+            "matchPolicy": "Equivalent",
+            "clientConfig": client(path),
+            "rules": rules,
+            "namespaceSelector": namespaces,
+        })
+    };
+    let workloads = || rule("apps", &["CREATE", "UPDATE"], &["statefulsets", "deployments"]);
+    let mut validate = webhook(
+        "validate.dx-admission.hcl.com",
+        "/validate",
+        "Fail",
+        10,
+        vec![rule("", &["CREATE", "UPDATE"], &["configmaps"]), workloads()],
+    );
+    validate["objectSelector"] = objects.clone();
+    let mut validating = vec![validate];
+    if guard {
+        // Any ConfigMap or Secret may be needed by a DX workload, labelled or not: no object
+        // selector, and Ignore, so an outage never blocks deleting unrelated ones.
+        let rules = vec![rule("", &["DELETE"], &["configmaps", "secrets"])];
+        validating.push(webhook("guard.dx-admission.hcl.com", "/validate", "Ignore", 5, rules));
+    }
+    let mut mutate = webhook("mutate.dx-admission.hcl.com", "/mutate", "Fail", 10, vec![workloads()]);
+    mutate["reinvocationPolicy"] = json!("IfNeeded");
+    mutate["objectSelector"] = objects;
+    let configuration = |kind: &str, webhooks: Vec<Value>| {
+        let value = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": "dx-admission"},
+            "webhooks": webhooks,
+        });
+        // A tree of strings, numbers and lists: serialising it cannot fail.
+        serde_yaml_ng::to_string(&value).unwrap_or_default()
+    };
     format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: dx-admission
-webhooks:
-  - name: validate.dx-admission.hcl.com
-    admissionReviewVersions: [v1]
-    sideEffects: None
-    failurePolicy: Fail
-    timeoutSeconds: 10
-    clientConfig:
-      url: {base_url}/validate
-      caBundle: {ca_bundle}
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [configmaps]
-      - apiGroups: [apps]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [statefulsets, deployments]
-{selectors}
-  # The delete guard: any ConfigMap or Secret may be needed by a DX workload, labelled or not.
-  - name: guard.dx-admission.hcl.com
-    admissionReviewVersions: [v1]
-    sideEffects: None
-    failurePolicy: Ignore
-    timeoutSeconds: 5
-    clientConfig:
-      url: {base_url}/validate
-      caBundle: {ca_bundle}
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [DELETE]
-        resources: [configmaps, secrets]
-    namespaceSelector:
-      matchExpressions:
-        - {{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system]}}
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: dx-admission
-webhooks:
-  - name: mutate.dx-admission.hcl.com
-    admissionReviewVersions: [v1]
-    sideEffects: None
-    failurePolicy: Fail
-    timeoutSeconds: 10
-    reinvocationPolicy: IfNeeded
-    clientConfig:
-      url: {base_url}/mutate
-      caBundle: {ca_bundle}
-    rules:
-      - apiGroups: [apps]
-        apiVersions: [v1]
-        operations: [CREATE, UPDATE]
-        resources: [statefulsets, deployments]
-{selectors}
-"#
+        "{}---\n{}",
+        configuration("ValidatingWebhookConfiguration", validating),
+        configuration("MutatingWebhookConfiguration", vec![mutate])
     )
 }
 

@@ -153,6 +153,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         self_managed: args.self_managed.config(&args.kube, &endpoints),
     };
     let ca = endpoints.dev_ca;
+    let (selector, with_cluster) = (config.settings.selector.clone(), config.cluster.is_some());
     let server = Server::start(config).await?;
     tracing::info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
     if let Some(ca) = ca {
@@ -168,7 +169,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.tls_addr
         );
         println!("# Webhook configurations for a cluster that can reach this address (kubectl apply -f -):");
-        print!("{}", dev::webhook_configurations(&format!("https://{}", server.tls_addr), &ca_pem));
+        let url = format!("https://{}", server.tls_addr);
+        print!("{}", dev::webhook_configurations(&url, &ca_pem, &selector, with_cluster));
+        println!("# End of the webhook configurations. Serving until SIGTERM or Ctrl-C.");
     }
     shutdown_signal().await;
     server.shutdown().await;

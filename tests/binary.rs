@@ -64,7 +64,7 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
         for line in reader.lines().map_while(Result::ok) {
             stdout.push_str(&line);
             stdout.push('\n');
-            if line.starts_with("        app.kubernetes.io/part-of: dx") && stdout.matches("part-of: dx").count() == 2 {
+            if line.starts_with("# End of the webhook configurations.") {
                 break;
             }
         }
@@ -107,6 +107,9 @@ async fn serve_dev_generates_certificates_and_prints_webhook_configurations() {
     let kinds: Vec<&str> = documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]);
     assert_eq!(documents[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
+    let names: Vec<&str> =
+        documents[0]["webhooks"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["validate.dx-admission.hcl.com"], "no delete guard without --cluster: its rule could not judge");
 
     // The README's curl, with the dev CA.
     let client = Client { addr: running.tls, ca_pem: ca };

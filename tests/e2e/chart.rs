@@ -86,12 +86,48 @@ pub async fn the_binary_accepts_what_the_chart_renders_in_every_mode(env: &mut E
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{values}: {args:?}: {stderr}");
-        assert!(
-            stderr.ends_with(
-                "error: --config /etc/dx-admission/policy/policy.yaml: No such file or directory (os error 2)\n"
-            ),
+        let line = stderr.lines().find(|l| l.starts_with("error: "));
+        assert_eq!(
+            line,
+            Some("error: --config /etc/dx-admission/policy/policy.yaml: No such file or directory (os error 2)"),
             "{values}: {stderr}"
         );
+    }
+}
+
+/// `serve --dev` prints the webhooks the chart registers, field by field, for the default
+/// selector and another: only where they are sent (a URL, not the Service) and the chart's own
+/// namespace, which it also excludes, differ.
+pub async fn serve_dev_prints_the_webhooks_the_chart_registers(env: &mut Env) {
+    use dx_admission::policy::settings::Selector;
+    let other =
+        Selector { part_of_label: "example.com/suite".into(), part_of_value: "hcl-dx".into(), ..Selector::default() };
+    for (selector, values) in [
+        (Selector::default(), vec![]),
+        (other, vec!["--set", "policy.selector.partOfLabel=example.com/suite,policy.selector.partOfValue=hcl-dx"]),
+    ] {
+        let chart = render(env, &values);
+        let printed = dx_admission::dev::webhook_configurations("https://127.0.0.1:8443", b"ca", &selector, true);
+        let printed = yaml_from_str(&printed);
+        for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+            let webhooks = |objects: &[Value]| -> Vec<Value> {
+                let mut webhooks = find(objects, kind)["webhooks"].as_array().unwrap().clone();
+                for webhook in &mut webhooks {
+                    webhook.as_object_mut().unwrap().remove("clientConfig");
+                }
+                webhooks
+            };
+            let (mut from_chart, mut from_dev) = (webhooks(&chart), webhooks(&printed));
+            assert_eq!(from_chart.len(), from_dev.len(), "{kind}");
+            for (chart, dev) in from_chart.iter_mut().zip(&mut from_dev) {
+                let excluded = |w: &mut Value| w["namespaceSelector"]["matchExpressions"][0]["values"].take();
+                assert_eq!(excluded(chart), serde_json::json!(["kube-system", "dx-system"]), "{kind}");
+                assert_eq!(excluded(dev), serde_json::json!(["kube-system"]), "{kind}");
+            }
+            assert_eq!(from_chart, from_dev, "{kind} with {values:?}");
+        }
+        let objects = &find(&printed, "ValidatingWebhookConfiguration")["webhooks"][0]["objectSelector"];
+        assert_eq!(objects["matchLabels"][&selector.part_of_label], selector.part_of_value.as_str());
     }
 }
 

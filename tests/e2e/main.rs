@@ -62,7 +62,8 @@ impl Env {
     /// (Re-)registers the webhook configurations with `ca_bundle`.
     pub fn register(&mut self, ca_bundle: &str) {
         let url = format!("https://{}", self.webhook().tls_addr);
-        let manifests = dx_admission::dev::webhook_configurations(&url, ca_bundle.as_bytes());
+        let selector = dx_admission::policy::settings::Selector::default();
+        let manifests = dx_admission::dev::webhook_configurations(&url, ca_bundle.as_bytes(), &selector, true);
         let output = self.cluster.kubectl(&["apply", "-f", "-"], Some(&manifests));
         assert!(output.status.success(), "{:?}", text(&output));
     }
@@ -585,6 +586,7 @@ fn main() -> ExitCode {
         chart::the_chart_lints_clean_in_every_mode,
         chart::the_chart_renders_safe_defaults,
         chart::the_binary_accepts_what_the_chart_renders_in_every_mode,
+        chart::serve_dev_prints_the_webhooks_the_chart_registers,
         chart::values_schema_rejects_wrong_values,
         chart::the_chart_installs_into_the_api_server_in_both_modes,
         chart::self_managed_certificates_are_made_trusted_and_renewed,
