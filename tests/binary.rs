@@ -530,3 +530,32 @@ async fn every_denial_is_logged_for_audit_and_sigterm_under_load_fails_no_review
     let mut running = running;
     exits_cleanly_after_the_drain(&mut running).await;
 }
+
+#[test]
+fn serve_help_documents_every_flag() {
+    let output = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix("--") else { continue };
+        flags += 1;
+        // clap puts the text after the flag, or on the next line when the flag is long.
+        let after = rest.split_once("  ").map_or("", |(_, text)| text.trim());
+        let next = lines.get(i + 1).map_or("", |l| l.trim());
+        let text = if after.is_empty() { next } else { after };
+        assert!(!text.is_empty() && !text.starts_with("--"), "--{rest} has no help text");
+        assert!(!text.starts_with("[env:"), "--{rest} has only its variable: {text}");
+    }
+    assert_eq!(flags, 35, "{help}");
+    for heading in [
+        "TLS and ports:",
+        "Limits and timing:",
+        "Kubernetes API (with --cluster or --self-managed-certs):",
+        "Cluster (--cluster):",
+        "Self-managed certificates (--self-managed-certs):",
+    ] {
+        assert!(lines.contains(&heading), "{heading}");
+    }
+}
