@@ -559,3 +559,39 @@ fn serve_help_documents_every_flag() {
         assert!(lines.contains(&heading), "{heading}");
     }
 }
+
+/// curl, sending 5 MB over HTTP/1.1 with `Connection: close` and over HTTP/2, reads the 413 and
+/// its reason (a server that answers before reading the body resets curl mid-send instead).
+#[test]
+fn curl_reads_the_413_over_http1_and_http2() {
+    let curl = Command::new("curl").arg("--version").output();
+    assert!(curl.is_ok_and(|o| o.status.success()), "this test runs curl: install it (Debian: apt-get install curl)");
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = repo().join("schemas");
+    let running = serve(dir.path(), &["--dev", "--schemas", schemas.to_str().unwrap()]);
+    let body = dir.path().join("five-mb.json");
+    std::fs::write(&body, vec![b' '; 5 * 1024 * 1024]).unwrap();
+    let url = format!("https://{}/validate", running.tls);
+    // Plain --http1.1 waits for 100 Continue (refused before sending); "Expect:" sends at once.
+    for protocol in [&["--http1.1"][..], &["--http1.1", "-H", "Connection: close", "-H", "Expect:"], &["--http2"]] {
+        let output = Command::new("curl")
+            .current_dir(dir.path())
+            .args(["-sS", "--cacert", "certs/dev/ca.crt", "-H", "Content-Type: application/json"])
+            .args(protocol)
+            .args(["--data-binary", "@five-mb.json", "-w", " %{http_code} %{http_version}", &url])
+            .output()
+            .unwrap();
+        let version = if protocol[0] == "--http2" { "2" } else { "1.1" };
+        assert_eq!(
+            (String::from_utf8_lossy(&output.stdout).as_ref(), String::from_utf8_lossy(&output.stderr).as_ref()),
+            (
+                format!(
+                    "{{\"error\":\"too_large\",\"message\":\"request body is larger than the 3145728 byte limit\"}} 413 {version}"
+                )
+                .as_str(),
+                ""
+            ),
+            "{protocol:?}"
+        );
+    }
+}

@@ -365,6 +365,74 @@ async fn refuses_oversize_bodies_with_413() {
     assert_eq!(response.status(), 413);
 }
 
+/// The 413 and its reason reach a client that sends a 5 MB body and then closes, on HTTP/1.1
+/// (`Connection: close`, declared length or chunked) and on HTTP/2: the server reads and discards
+/// the rest of the body before it answers, so the client is never reset mid-send.
+#[tokio::test]
+async fn the_413_reaches_clients_that_close_or_multiplex() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start().await;
+    let five_mb = || Bytes::from(vec![b' '; 5 * 1024 * 1024]);
+    let expect_413 = |status: hyper::StatusCode, body: Bytes, case: &str| {
+        assert_eq!(status, 413, "{case}");
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(
+            answer,
+            json!({"error": "too_large", "message": "request body is larger than the 3145728 byte limit"}),
+            "{case}"
+        );
+    };
+    for (chunked, connection) in [(false, "close"), (true, "close"), (false, "keep-alive"), (true, "keep-alive")] {
+        let case = format!("HTTP/1.1 chunked={chunked} connection: {connection}");
+        let mut sender = common::http1(server.client().connect().await.unwrap()).await;
+        let request = hyper::Request::post("/validate")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("connection", connection);
+        let response = if chunked {
+            let body = Chunked([five_mb()].into());
+            sender.send_request(request.body(body.boxed()).unwrap()).await
+        } else {
+            let body = http_body_util::Full::new(five_mb());
+            sender.send_request(request.body(body.boxed()).unwrap()).await
+        };
+        let response = response.unwrap_or_else(|e| panic!("{case}: no answer: {e}"));
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        expect_413(status, body, &case);
+        if connection == "keep-alive" {
+            // The body was read to its end, so the connection is still good for the next review.
+            sender.ready().await.unwrap_or_else(|e| panic!("{case}: the connection was closed: {e}"));
+            let review = Bytes::from(fixture("deployment-create.json").to_string());
+            let request = hyper::Request::post("/validate")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(review).boxed())
+                .unwrap();
+            assert_eq!(sender.send_request(request).await.unwrap().status(), 200, "{case}");
+        }
+    }
+    let stream = server.client().connect_alpn(&[b"h2"]).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::post("https://127.0.0.1/validate")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(five_mb()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("HTTP/2: no answer: {e}"));
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap_or_else(|e| panic!("HTTP/2: body: {e}")).to_bytes();
+    expect_413(status, body, "HTTP/2");
+    // The HTTP/2 connection still serves.
+    let body = fixture("deployment-create.json");
+    let request = hyper::Request::post("https://127.0.0.1/validate")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+}
+
 /// A body without a size hint, so hyper sends it with chunked transfer encoding.
 struct Chunked(std::collections::VecDeque<Bytes>);
 

@@ -1,6 +1,7 @@
 //! The server: admission endpoints over TLS, health and metrics over plain HTTP on their own
 //! port, hot reload of certificates and schemas, and a graceful drain on shutdown.
 
+mod body;
 mod error;
 mod listener;
 mod mutate;

@@ -11,7 +11,7 @@ use kube::core::admission::AdmissionResponse;
 use tracing::{Instrument, field, info, info_span, warn};
 
 use super::error::ApiError;
-use super::{AppState, mutate};
+use super::{AppState, body, mutate};
 use crate::admission::respond::{encode, respond};
 use crate::admission::{Decoded, decode};
 use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels};
@@ -49,23 +49,12 @@ async fn answer(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<AdmissionResponse, ApiError> {
-    check_content_type(headers)?;
     let limits = &state.limits;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limits.max_body_bytes) {
-        return Err(ApiError::TooLarge { limit: limits.max_body_bytes });
-    }
-    let deadline = Instant::now() + limits.review_timeout;
-    let bytes = tokio::time::timeout(limits.review_timeout, axum::body::to_bytes(body, limits.max_body_bytes))
-        .await
-        .map_err(|_| ApiError::BodyTimeout { seconds: limits.review_timeout.as_secs_f64() })?
-        .map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-                ApiError::TooLarge { limit: limits.max_body_bytes }
-            } else {
-                ApiError::BodyRead(e.to_string())
-            }
-        })?;
+    let deadline = tokio::time::Instant::now() + limits.review_timeout;
+    // The body is read first, also when the content type is wrong: a refusal that leaves it
+    // unread resets the client instead of telling it why.
+    let bytes = body::read(body, headers, limits, deadline).await?;
+    check_content_type(headers)?;
     let started = Instant::now();
     let decoded = decode(&bytes, limits.max_json_depth)?;
     let user = decoded.request.user_info.username.as_deref().unwrap_or("");
@@ -82,7 +71,7 @@ async fn answer(
         verdict = field::Empty,
     );
     async {
-        let _permit = tokio::time::timeout_at(deadline.into(), state.evaluations.acquire())
+        let _permit = tokio::time::timeout_at(deadline, state.evaluations.acquire())
             .await
             .map_err(|_| ApiError::Overloaded)?
             .map_err(|_| ApiError::Overloaded)?;
