@@ -3,90 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use common::binary::{BIN, exits_cleanly_after_the_drain, serve, sigterm};
 use common::{Client, eventually, fixture, http_get, repo};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_dx-admission");
-
-/// A running `dx-admission serve`, killed when dropped.
-struct Running {
-    child: Child,
-    logs: mpsc::Receiver<Value>,
-    tls: SocketAddr,
-    ops: SocketAddr,
-    stdout: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, logs) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let serving = loop {
-        let line = logs.recv_timeout(Duration::from_secs(20)).expect("server logs that it is serving");
-        if line["message"] == "dx-admission serving" {
-            break line;
-        }
-    };
-    let addr = |field: &str| serving[field].as_str().unwrap().parse().unwrap();
-    let (tls, ops) = (addr("tls_addr"), addr("ops_addr"));
-    let mut stdout = String::new();
-    if args.contains(&"--dev") {
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        for line in reader.lines().map_while(Result::ok) {
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if line.starts_with("# End of the webhook configurations.") {
-                break;
-            }
-        }
-    }
-    Running { child, logs, tls, ops, stdout }
-}
-
-/// Waits (at most 10 s) for the process to exit after SIGTERM, and checks it exited with 0.
-async fn exits_cleanly_after_the_drain(running: &mut Running) {
-    let exited = eventually(Duration::from_secs(10), || {
-        let done = matches!(running.child.try_wait(), Ok(Some(_)));
-        async move { done }
-    })
-    .await;
-    assert!(exited, "the server exits after the drain");
-    assert!(running.child.wait().unwrap().success());
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
 
 #[tokio::test]
 async fn serve_dev_generates_certificates_and_prints_webhook_configurations() {

@@ -1,17 +1,26 @@
 //! The TLS accept loop: handshakes under a timeout, HTTP/1.1 and HTTP/2 with a header-read
-//! timeout, and a graceful close of every connection when asked to stop.
+//! timeout, a drain that moves clients off before anything is closed, and a graceful close of
+//! every connection when asked to stop.
+//!
+//! Clients such as the API server pool keep-alive connections and reuse them without looking at
+//! endpoints, and a POST on a connection the server closes is not retried. So while draining,
+//! clients are told to leave rather than left: every HTTP/1.1 answer carries `Connection: close`
+//! and every HTTP/2 connection gets GOAWAY (streams already sent are still answered). Only when
+//! the drain delay is over does the loop stop accepting and close what is left.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, Response, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::Limits;
@@ -19,21 +28,30 @@ use super::Limits;
 /// A client must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// When the server drains and when it stops.
+#[derive(Clone)]
+pub struct Stopping {
+    /// SIGTERM: tell clients to move off, keep answering.
+    pub draining: CancellationToken,
+    /// After the drain delay: stop accepting, close every connection once its requests are done.
+    pub stop: CancellationToken,
+}
+
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<super::tls::Tls>,
     router: Router,
     limits: Limits,
-    stop: CancellationToken,
+    stopping: Stopping,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
+            () = stopping.stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -50,10 +68,8 @@ pub async fn serve_tls(
         }
         // The newest configuration: a reloaded client CA bundle applies to new handshakes.
         let acceptor = TlsAcceptor::from(tls.current());
-        let service = TowerToHyperService::new(router.clone());
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let (router, builder, stopping) = (router.clone(), Arc::clone(&builder), stopping.clone());
+        connections.spawn(async move {
             let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => tls_stream,
                 Ok(Err(error)) => {
@@ -65,14 +81,51 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            // Cancelled once the connection has answered a request: before that, hyper would end it
+            // on the spot (still in its handshake), resetting the request the client is sending.
+            let answered = CancellationToken::new();
+            let (draining, answering) = (stopping.draining.clone(), answered.clone());
+            let service = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_response(
+                router,
+                move |mut response: Response<axum::body::Body>| {
+                    answering.cancel();
+                    if !http2 && draining.is_cancelled() {
+                        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    response
+                },
+            );
+            let connection = builder.serve_connection(TokioIo::new(tls_stream), TowerToHyperService::new(service));
+            let mut connection = std::pin::pin!(connection);
+            // HTTP/2 is sent GOAWAY as soon as the drain starts; HTTP/1.1 is closed only at the
+            // stop (an idle one closed earlier races a request the client is already sending).
+            // Either waits for its first answer: a connection that has sent nothing yet is ended
+            // by the header-read timeout (HTTP/1.1) or the grace period.
+            let leave_at = if http2 { stopping.draining } else { stopping.stop };
+            let leave = async {
+                leave_at.cancelled().await;
+                answered.cancelled().await;
+            };
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                () = leave => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 debug!(error = %error, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    connections.close();
+    if tokio::time::timeout(limits.shutdown_grace, connections.wait()).await.is_err() {
         warn!(grace = ?limits.shutdown_grace, "grace period over; closing the remaining connections");
     }
 }

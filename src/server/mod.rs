@@ -187,7 +187,7 @@ pub struct Server {
     pub tls_addr: SocketAddr,
     pub ops_addr: SocketAddr,
     pub state: Arc<AppState>,
-    stop_accepting: CancellationToken,
+    stopping: listener::Stopping,
     stop_all: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -221,7 +221,7 @@ impl Server {
         let tls_addr = local(&tls_listener, "listen", config.listen)?;
         let ops_addr = local(&ops_listener, "metrics-listen", config.metrics_listen)?;
         let limits = config.limits;
-        let stop_accepting = CancellationToken::new();
+        let stopping = listener::Stopping { draining: CancellationToken::new(), stop: CancellationToken::new() };
         let stop_all = CancellationToken::new();
         let cluster = match config.cluster {
             Some(cluster) => Some(
@@ -272,7 +272,7 @@ impl Server {
             tls,
             admission_router(Arc::clone(&state)),
             limits,
-            stop_accepting.clone(),
+            stopping.clone(),
         ));
         let ops = ops_router(Arc::clone(&state));
         let ops_stop = stop_all.clone();
@@ -283,17 +283,19 @@ impl Server {
             }
         });
         info!(%tls_addr, %ops_addr, "dx-admission serving");
-        Ok(Self { tls_addr, ops_addr, state, stop_accepting, stop_all, tasks })
+        Ok(Self { tls_addr, ops_addr, state, stopping, stop_all, tasks })
     }
 
-    /// Drains and stops: not ready at once, keep serving for the drain delay, then stop
-    /// accepting and give in-flight requests the grace period.
+    /// Drains and stops: not ready at once, keep serving for the drain delay while telling
+    /// clients to move off (`Connection: close`, GOAWAY), then stop accepting and give in-flight
+    /// requests the grace period.
     pub async fn shutdown(mut self) {
         let limits = &self.state.limits;
         info!(drain_delay = ?limits.drain_delay, grace = ?limits.shutdown_grace, "draining");
         self.state.readiness.start_draining();
+        self.stopping.draining.cancel();
         tokio::time::sleep(limits.drain_delay).await;
-        self.stop_accepting.cancel();
+        self.stopping.stop.cancel();
         // The TLS task returns once its connections closed or the grace period ran out.
         while let Some(result) = self.tasks.join_next().await {
             if self.tasks.len() == 1 {

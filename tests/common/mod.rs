@@ -2,6 +2,7 @@
 //! AdmissionReviews built from envelopes a real kube-apiserver sent.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod load;
 
 use std::net::SocketAddr;
@@ -170,10 +171,38 @@ impl TestServer {
     }
 }
 
-/// The value of the first metric line starting with `line_prefix` (0 when absent).
+/// The value of the first metric line starting with `line_prefix`. A counter series not yet
+/// created reads 0 — only if the README's metrics table documents it as a counter: a misspelt
+/// or removed metric fails the test instead of reading 0.
 pub async fn metric(ops: SocketAddr, line_prefix: &str) -> f64 {
     let (_, text) = http_get(ops, "/metrics").await;
-    text.lines().find(|l| l.starts_with(line_prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    let values = series(&text, line_prefix);
+    values.first().copied().unwrap_or_else(|| unstarted_counter(line_prefix))
+}
+
+/// The sum of every metric line starting with `line_prefix` (a family, or a partial label set),
+/// read as [`metric`] reads one.
+pub async fn metric_sum(ops: SocketAddr, line_prefix: &str) -> f64 {
+    let (_, text) = http_get(ops, "/metrics").await;
+    let values = series(&text, line_prefix);
+    if values.is_empty() { unstarted_counter(line_prefix) } else { values.iter().sum() }
+}
+
+fn series(text: &str, line_prefix: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("metric line {l:?}")))
+        .collect()
+}
+
+fn unstarted_counter(line_prefix: &str) -> f64 {
+    let name = line_prefix.split('{').next().unwrap_or(line_prefix);
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.lines().any(|l| l.starts_with(&format!("| `{name}` | counter |"))),
+        "no metric {line_prefix:?} is exported, and the README documents no counter {name}"
+    );
+    0.0
 }
 
 /// Starts HTTP/1.1 on an open stream, driving the connection in the background.
@@ -229,6 +258,9 @@ impl Client {
 
     pub async fn connect_alpn(&self, alpn: &[&[u8]]) -> Result<TlsStream<TcpStream>, std::io::Error> {
         let tcp = TcpStream::connect(self.addr).await?;
+        // As the API server's client: HTTP/2 writes a request's frames apart, and Nagle's timer
+        // would hold the second until the first is acknowledged.
+        tcp.set_nodelay(true)?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         self.connector(alpn).connect(name, tcp).await
     }
@@ -287,6 +319,24 @@ where
     while tokio::time::Instant::now() < deadline {
         if check().await {
             return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
+
+/// The negative counterpart of [`eventually`]: polls `check` every 50 ms for the whole `window`
+/// and is false as soon as it fails once. The window is what a "nothing happened" claim rests on,
+/// so callers name it in their assertion.
+pub async fn holds_for<F, Fut>(window: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < deadline {
+        if !check().await {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -92,7 +92,14 @@ pub fn ensure_binaries() -> Result<Binaries, String> {
                 .arg(&partial)
                 .arg(tool.package)
                 .status()
-                .map_err(|e| format!("cannot run go (needed to build {}): {e}", tool.name))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot run go ({e}): the end-to-end suite builds {} and the other cluster binaries from \
+                         the Go module proxy; install Go 1.26 or newer and put `go` on PATH (or set DX_E2E_CACHE \
+                         to a directory that holds them built)",
+                        tool.name
+                    )
+                })?;
             if !status.success() {
                 return Err(format!("go build {} failed ({status})", tool.package));
             }
@@ -259,10 +266,7 @@ impl Cluster {
 
     /// Runs kubectl against the cluster.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        run(
-            Command::new(&self.bins.kubectl).arg(format!("--kubeconfig={}", self.kubeconfig.display())).args(args),
-            stdin,
-        )
+        run_kubectl(&self.bins.kubectl, &self.kubeconfig, args, stdin)
     }
 
     /// Runs helm against the cluster, with its state in the cluster's temporary directory, and
@@ -309,4 +313,9 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Output {
 /// stdout and stderr of a finished command, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Runs `kubectl` with `kubeconfig` (for threads that hold no [`Cluster`]).
+pub fn run_kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    run(Command::new(kubectl).arg(format!("--kubeconfig={}", kubeconfig.display())).args(args), stdin)
 }

@@ -1,9 +1,11 @@
 //! A TCP relay between a replica and the API server that a test can break, as a network can:
 //! `stall` holds every byte in both directions (a partition that drops packets: requests time
 //! out), `refuse` closes every connection and each new one at once (requests fail fast), `heal`
-//! lets bytes flow again.
+//! lets bytes flow again. `retarget` sends new connections elsewhere while open ones stay where
+//! they are, as Service endpoints move when a replica turns not ready.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +21,7 @@ pub enum State {
 
 pub struct Relay {
     pub addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     state: watch::Sender<State>,
     stop: CancellationToken,
 }
@@ -30,6 +33,8 @@ impl Relay {
         let (state, _) = watch::channel(State::Open);
         let stop = CancellationToken::new();
         let (states, halt) = (state.clone(), stop.clone());
+        let upstream = Arc::new(Mutex::new(upstream));
+        let target = Arc::clone(&upstream);
         tokio::spawn(async move {
             loop {
                 let downstream = tokio::select! {
@@ -39,10 +44,16 @@ impl Relay {
                 if *states.borrow() == State::Refusing {
                     continue;
                 }
+                let upstream = *target.lock().unwrap();
                 tokio::spawn(relay(downstream, upstream, states.subscribe(), halt.clone()));
             }
         });
-        Self { addr, state, stop }
+        Self { addr, upstream, state, stop }
+    }
+
+    /// New connections go to `upstream` from now on.
+    pub fn retarget(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 
     pub fn stall(&self) {
