@@ -52,7 +52,15 @@ async fn a_broken_pair_is_refused_and_the_last_good_one_keeps_serving() {
     let (cert, _) = server.pki.issue();
     let (_, foreign_key) = other.issue();
 
+    // A pair that matches and chains to the CA, but expired yesterday.
+    let expired_key = rcgen::KeyPair::generate().unwrap();
+    let mut expired = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+    let now = std::time::SystemTime::now();
+    expired.not_before = (now - std::time::Duration::from_secs(7 * 86_400)).into();
+    expired.not_after = (now - std::time::Duration::from_secs(86_400)).into();
+    let expired_cert = server.pki.sign(&expired, &expired_key);
     for (name, cert, key) in [
+        ("expired pair", expired_cert, expired_key.serialize_pem()),
         ("key of another certificate", cert.clone(), foreign_key),
         (
             "garbage certificate",

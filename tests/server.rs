@@ -433,6 +433,38 @@ async fn the_413_reaches_clients_that_close_or_multiplex() {
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
 }
 
+/// A body that trickles (its headers, then a few bytes, then nothing) is cut off at the review
+/// deadline with 408 and the reason.
+#[tokio::test]
+async fn a_trickling_body_gets_408_at_the_review_deadline() {
+    let server =
+        TestServer::start_with(|config| config.limits.review_timeout = std::time::Duration::from_millis(300)).await;
+    let mut stream = server.client().connect().await.unwrap();
+    stream
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"api")
+        .await
+        .unwrap();
+    // Read until the JSON body has closed (the answer may come in more than one TLS record).
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        while !answer.ends_with(b"}") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    });
+    read.await.expect("an answer before the test's own timeout");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n{\"error\":\"body_timeout\",\"message\":\"request body did not arrive within 0.3s\"}"),
+        "{answer}"
+    );
+}
+
 /// A body without a size hint, so hyper sends it with chunked transfer encoding.
 struct Chunked(std::collections::VecDeque<Bytes>);
 
@@ -459,6 +491,12 @@ async fn unknown_paths_and_methods_get_404_and_405() {
         hyper::Request::get("/validate").header("host", "x").body(http_body_util::Empty::<Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 405);
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"error": "method", "message": "method GET is not allowed; use POST"})
+    );
     let (status, body) = server.ops("/nothing").await;
     assert_eq!(status, 404, "{body}");
 }

@@ -10,8 +10,9 @@ use dx_admission::policy::schema::SchemaSet;
 use dx_admission::policy::{Policy, Review, Settings, evaluate};
 use libfuzzer_sys::fuzz_target;
 
-static SCHEMAS: LazyLock<SchemaSet> =
-    LazyLock::new(|| SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas")).expect("bundled schemas"));
+static SCHEMAS: LazyLock<SchemaSet> = LazyLock::new(|| {
+    SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas")).expect("bundled schemas")
+});
 static SETTINGS: LazyLock<Settings> = LazyLock::new(Settings::default);
 
 fuzz_target!(|body: &[u8]| {
