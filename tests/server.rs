@@ -460,7 +460,8 @@ async fn a_trickling_body_gets_408_at_the_review_deadline() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
     assert!(
-        answer.ends_with("\r\n\r\n{\"error\":\"body_timeout\",\"message\":\"request body did not arrive within 0.3s\"}"),
+        answer
+            .ends_with("\r\n\r\n{\"error\":\"body_timeout\",\"message\":\"request body did not arrive within 0.3s\"}"),
         "{answer}"
     );
 }

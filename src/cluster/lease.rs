@@ -1,6 +1,7 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease: one replica runs the rollout
 //! controller. The holder renews every `LEASE/3`; another replica takes over once a Lease has not
-//! been renewed for `LEASE`; a replica that stops cleanly releases the Lease at once.
+//! been renewed for `LEASE`; a holder whose renewal fails or gets no answer steps down at once; a
+//! replica that stops cleanly releases the Lease at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,10 @@ use super::ClusterConfig;
 use crate::metrics::Metrics;
 
 const LEASE: Duration = Duration::from_secs(15);
+/// Renewals start every `LEASE/3`; one that has not succeeded within this has failed. A holder
+/// last renewed at t therefore steps down by t + 2·LEASE/3, before a rival may take over at
+/// t + LEASE.
+const RENEW_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct LeaderElection {
     leading: AtomicBool,
@@ -44,10 +49,16 @@ impl LeaderElection {
         let run = Arc::clone(&election);
         tokio::spawn(async move {
             loop {
-                let leading = match run.try_acquire(&api, &name).await {
-                    Ok(leading) => leading,
-                    Err(error) => {
+                // A renewal that hangs (an API server that does not answer) counts as failed: the
+                // holder steps down before its Lease can expire and a rival take it.
+                let leading = match tokio::time::timeout(RENEW_DEADLINE, run.try_acquire(&api, &name)).await {
+                    Ok(Ok(leading)) => leading,
+                    Ok(Err(error)) => {
                         warn!(%error, lease = %name, "lease renewal failed");
+                        false
+                    }
+                    Err(_) => {
+                        warn!(lease = %name, deadline = ?RENEW_DEADLINE, "lease renewal got no answer in time");
                         false
                     }
                 };

@@ -2,6 +2,7 @@
 //! a ConfigMap or Secret changes in the cluster, the delete guard, and leadership.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -16,6 +17,12 @@ const NS: &str = "e2e-roll";
 /// How long "nothing more happens" is watched for: four times the suite's 500 ms debounce, and
 /// longer than the controller takes to re-stamp after a change here (about 1 s, printed above).
 pub const NOTHING_MORE: Duration = Duration::from_secs(2);
+/// The phases of the outage scenario, as indices of its counts.
+const OPEN: usize = 0;
+const STALLED: usize = 1;
+const REFUSING: usize = 2;
+const HEALED: usize = 3;
+const PHASES: usize = 4;
 
 /// One annotation of a workload's pod template ("" when absent).
 pub fn template_annotation(env: &Env, namespace: &str, kind: &str, name: &str, key: &str) -> String {
@@ -330,32 +337,107 @@ pub async fn with_the_api_server_unreachable_reviews_are_answered_from_the_cache
     let led = eventually(Duration::from_secs(10), || async { lease_holder(env) == "replica-c" }).await;
     assert!(led, "replica-c takes the Lease");
 
-    // Load straight at C the whole time: mutate and validate of a workload whose sources are
-    // cached, and a denied one.
+    // The load goes through the API server the whole time, as users' requests do: server-side
+    // dry runs of the workload (mutate and validate by C) and of a broken one (denied by C), and
+    // real applies of a DX ConfigMap (validated by C), counted per phase. C's /readyz is sampled
+    // throughout.
     let webhook = env.webhook();
     let target = load::Target::new(webhook.tls_addr, &webhook.pki.ca_pem);
-    let workload = yaml_from_str(&ring_api(CACHED_ONLY)).remove(0);
-    let broken = yaml_from_str(
-        &std::fs::read_to_string(repo().join("examples/broken/ring-api-unpinned-no-probe.yaml")).unwrap(),
-    )
-    .remove(0);
-    let mutate = load::Request::review("/mutate", &review("CREATE", Some(&workload), None), true);
-    let mix: Arc<[load::Request]> = Arc::from(vec![
-        mutate.clone(),
-        load::Request::review("/validate", &review("CREATE", Some(&workload), None), true),
-        load::Request::review("/validate", &review("CREATE", Some(&broken), None), false),
-    ]);
-    let running = tokio::spawn({
-        let target = target.clone();
-        async move { load::run_reconnecting(&target, mix, 4, load::Pace::Rate(100.0), Duration::from_secs(12), 10).await }
+    let phase = Arc::new(AtomicUsize::new(OPEN));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (phase, stop, progress) = (Arc::clone(&phase), Arc::clone(&stop), Arc::clone(&progress));
+        let (kubectl, kubeconfig) = (env.cluster.bins.kubectl.clone(), env.cluster.kubeconfig.clone());
+        let workload = ring_api(CACHED_ONLY).replace("replicas: 2", "replicas: 3");
+        let broken = std::fs::read_to_string(repo().join("examples/broken/ring-api-unpinned-no-probe.yaml"))
+            .unwrap()
+            .replace("namespace: dx", &format!("namespace: {NS}"));
+        std::thread::spawn(move || {
+            let (mut answered, mut failures) = ([0usize; PHASES], Vec::new());
+            let mut round = 0;
+            while !stop.load(Ordering::SeqCst) {
+                round += 1;
+                let during = phase.load(Ordering::SeqCst);
+                let config = format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dx-ring-api-config\n  namespace: {NS}\n  labels:\n    \
+                     app.kubernetes.io/part-of: dx\n    app.kubernetes.io/component: ring-api\n\
+                     data:\n  log.level: info\n  core.url: http://dx-core:10039/wps\n  request.timeout: {}s\n",
+                    round % 50 + 1
+                );
+                let kubectl = |args: &[&str], stdin: &str| {
+                    let output = crate::cluster::run_kubectl(&kubectl, &kubeconfig, args, Some(stdin));
+                    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+                };
+                let checks = [
+                    (kubectl(&["apply", "--dry-run=server", "-f", "-"], &workload), true),
+                    (kubectl(&["apply", "--dry-run=server", "-f", "-"], &broken), false),
+                    (kubectl(&["apply", "-f", "-"], &config), true),
+                ];
+                for ((ok, err), expected) in checks {
+                    let right = if expected {
+                        ok
+                    } else {
+                        err.contains(&format!("denied the request: Deployment {NS}/dx-ring-api-unpinned rejected"))
+                    };
+                    if right {
+                        answered[during] += 1;
+                        progress.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failures.push(format!("phase {during}: {err}"));
+                    }
+                }
+            }
+            (answered, failures)
+        })
+    };
+    let sampler = {
+        let (phase, stop, ops) = (Arc::clone(&phase), Arc::clone(&stop), webhook.ops_addr);
+        tokio::spawn(async move {
+            let mut samples = [(0usize, 0usize); PHASES];
+            while !stop.load(Ordering::SeqCst) {
+                let during = phase.load(Ordering::SeqCst);
+                let ready = http_get(ops, "/readyz").await == (200, "ok".into());
+                samples[during].0 += 1;
+                samples[during].1 += usize::from(ready);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+    let mutate = load::Request::review(
+        "/mutate",
+        &review("CREATE", Some(&yaml_from_str(&ring_api(CACHED_ONLY)).remove(0)), None),
+        true,
+    );
+    // A source deleted during the outage, and a workload reading it.
+    let doomed =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: doomed, namespace: {NS}}}\ndata: {{a: '1'}}\n");
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &doomed);
+    assert!(ok, "{err}");
+    let reads_doomed = yaml_from_str(&ring_api("doomed\n            optional: true")).remove(0);
+    let reads_doomed = load::Request::review("/mutate", &review("CREATE", Some(&reads_doomed), None), true);
+    let doomed_key = "checksum.dx.hcl.com/configmap.doomed";
+    let cached = eventually(Duration::from_secs(10), || async {
+        stamped_by(&target, &reads_doomed).await.contains_key(doomed_key)
     });
+    assert!(cached.await, "replica-c caches the new source");
     let stamped = app_checksum(env);
     let secret = template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/secret.db");
     let read_failures = "dx_admission_config_reads_total{result=\"failed\"}";
     let failed_before = webhook.metric(read_failures).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leader = "dx_admission_rollout_leader";
+    assert_eq!(webhook.metric(leader).await, 1.0, "replica-c leads");
+    // Each phase ends only once requests went through the API server in it.
+    let load_moves_on = |progress: Arc<AtomicUsize>| async move {
+        let mark = progress.load(Ordering::SeqCst);
+        let moved = eventually(Duration::from_secs(20), || async { progress.load(Ordering::SeqCst) >= mark + 3 });
+        assert!(moved.await, "requests through the API server are answered");
+    };
+    load_moves_on(Arc::clone(&progress)).await;
 
     // 1. Stalled: requests to the API server get no answer.
+    phase.store(STALLED, Ordering::SeqCst);
     relay.stall();
     assert_eq!(webhook.ops("/readyz").await, (200, "ok".into()), "a replica that listed once stays ready");
     let annotations = stamped_by(&target, &mutate).await;
@@ -380,8 +462,14 @@ pub async fn with_the_api_server_unreachable_reviews_are_answered_from_the_cache
         || template_annotation(env, NS, "deployment", "dx-ring-api", "checksum.dx.hcl.com/configmap.late-config");
     assert_eq!(late_checksum(), "");
     assert!(webhook.metric(read_failures).await > failed_before, "the failed read is counted");
+    // The Lease cannot be renewed: C steps down before the Lease could pass to another replica.
+    let stepped_down = eventually(Duration::from_secs(15), || async { webhook.metric(leader).await == 0.0 });
+    assert!(stepped_down.await, "a holder that cannot renew its Lease steps down");
 
-    // 2. Refusing: every connection to the API server is closed at once.
+    load_moves_on(Arc::clone(&progress)).await;
+
+    // 2. Refusing: every connection to the API server is closed at once. A source is deleted.
+    phase.store(REFUSING, Ordering::SeqCst);
     relay.refuse();
     let watch_errors = "dx_admission_watch_errors_total{kind=\"ConfigMap\"}";
     let counted = eventually(Duration::from_secs(10), || async { webhook.metric(watch_errors).await > 0.0 }).await;
@@ -389,8 +477,14 @@ pub async fn with_the_api_server_unreachable_reviews_are_answered_from_the_cache
     assert_eq!(webhook.ops("/readyz").await.0, 200);
     let annotations = stamped_by(&target, &mutate).await;
     assert_eq!(annotations["checksum.dx.hcl.com/configmap.app-config"], stamped.as_str());
+    let (ok, _, err) = env.kubectl(&["delete", "configmap", "doomed", "-n", NS]);
+    assert!(ok, "{err}");
 
-    // 3. Healed: the watches resume and the controller stamps what C could not read.
+    load_moves_on(Arc::clone(&progress)).await;
+
+    // 3. Healed: the watches resume, the controller stamps what C could not read, the deleted
+    // source is gone from the cache, and C leads again.
+    phase.store(HEALED, Ordering::SeqCst);
     relay.heal();
     let healed = Instant::now();
     // `feature: on`, the one key (a known answer, as above).
@@ -398,15 +492,32 @@ pub async fn with_the_api_server_unreachable_reviews_are_answered_from_the_cache
     let caught_up = eventually(Duration::from_secs(40), || async { late_checksum() == expected }).await;
     let caught_up_after = healed.elapsed().as_secs_f64();
     assert!(caught_up, "the source C could not read is stamped once the API server answers");
-    let outcome = running.await.expect("load");
-    println!(
-        "e2e: API server unreachable (stalled, then refusing) under load: {} reviews, {} failed; \
-         the unread source stamped {caught_up_after:.1}s after it healed",
-        outcome.ok + outcome.failed,
-        outcome.failed,
+    let forgotten = eventually(Duration::from_secs(10), || async {
+        !stamped_by(&target, &reads_doomed).await.contains_key(doomed_key)
+    });
+    assert!(forgotten.await, "a source deleted during the outage is not stamped after it");
+    assert!(
+        eventually(Duration::from_secs(10), || async { webhook.metric(leader).await == 1.0 }).await,
+        "C leads again"
     );
-    assert!(outcome.ok >= 500, "the load ran: {} reviews", outcome.ok);
-    assert_eq!(outcome.failed, 0, "failed reviews: {:?}", outcome.failures);
+    load_moves_on(Arc::clone(&progress)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures) = load.join().unwrap();
+    let samples = sampler.await.unwrap();
+    println!(
+        "e2e: API server unreachable (stalled, then refusing): through the API server {answered:?} answered per phase \
+         (open, stalled, refusing, healed), {} failed; /readyz ok in {samples:?} (ok of samples per phase); the unread \
+         source stamped {caught_up_after:.1}s after it healed",
+        failures.len()
+    );
+    assert_eq!(failures, Vec::<String>::new(), "requests through the API server failed");
+    for (name, (count, (sampled, ready))) in
+        ["open", "stalled", "refusing", "healed"].iter().zip(answered.iter().zip(samples))
+    {
+        assert!(*count > 0, "no request went through the API server while {name}");
+        assert!(sampled > 0, "/readyz was not sampled while {name}");
+        assert_eq!(ready, sampled, "/readyz was not ok in every sample while {name}");
+    }
 }
 
 /// Opens a relay when dropped.
