@@ -81,6 +81,10 @@ fn start_up_errors_name_the_flag_to_fix() {
     let bad_config = temp.path().join("config.yaml");
     std::fs::write(&bad_config, "rules:\n  image-pined: warn\n").unwrap();
     let schemas = repo().join("schemas");
+    let short = temp.path().join("short.key");
+    std::fs::write(&short, "fifteen bytes!!").unwrap();
+    let short_key = short.to_str().unwrap();
+    let short_key_error = format!("error: --checksum-key-file {short_key}: the key has 15 bytes; use at least 16");
     let (c, k, s) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap(), schemas.to_str().unwrap());
     let loopback = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -104,6 +108,11 @@ fn start_up_errors_name_the_flag_to_fix() {
             vec!["--tls-cert", c, "--tls-key", k, "--schemas", s, "--review-timeout", "5"],
             "invalid value '5' for '--review-timeout",
         ),
+        (
+            vec!["--tls-cert", c, "--tls-key", k, "--schemas", s, "--cluster", "--checksum-key-file", short_key],
+            &short_key_error,
+        ),
+        (vec!["--tls-cert", c, "--tls-key", k, "--schemas", s, "--cluster"], "--checksum-key-file"),
     ];
     for (args, expected) in cases {
         let mut all = args.clone();

@@ -595,6 +595,11 @@ async fn with_the_webhook_down_dx_changes_are_refused_and_others_work(env: &mut 
     let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], system);
     assert!(ok, "{err}");
     assert_eq!(out, "configmap/dx-in-kube-system created\n");
+    // The delete guard fails open (failurePolicy: Ignore): with dx-admission down, a ConfigMap a
+    // workload uses can be deleted, as Kubernetes alone allows.
+    let (ok, out, err) = env.kubectl(&["delete", "configmap", "app-config", "-n", "e2e-roll"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "configmap \"app-config\" deleted\n");
 }
 
 fn base64_encode(text: &str) -> String {
@@ -626,6 +631,9 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         rollout::deleting_a_config_in_use_is_refused,
         rollout::leadership_moves_and_a_restarted_controller_patches_nothing,
         rollout::with_the_api_server_unreachable_reviews_are_answered_from_the_cache,
+        rollout::auto_rollout_opt_in_and_out_statefulsets_and_projected_secrets,
+        rollout::a_claim_template_change_is_refused_by_the_api_server_before_the_webhook,
+        rollout::with_every_evaluation_slot_taken_a_review_gets_503,
         chart::the_chart_lints_clean_in_every_mode,
         chart::the_chart_renders_safe_defaults,
         chart::the_binary_accepts_what_the_chart_renders_in_every_mode,

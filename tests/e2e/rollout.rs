@@ -528,3 +528,159 @@ impl Drop for Heal<'_> {
         self.0.heal();
     }
 }
+
+/// `dx.hcl.com/auto-rollout`: `"true"` opts a non-DX workload in, `"false"` opts a DX one out;
+/// a DX StatefulSet is re-stamped by the controller like a Deployment; a Secret used only through
+/// a projected volume is held by the delete guard.
+pub async fn auto_rollout_opt_in_and_out_statefulsets_and_projected_secrets(env: &mut Env) {
+    let plain = |name: &str, annotation: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {NS}\n{annotation}\
+             spec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
+             containers:\n      - name: app\n        image: example/app:1.0\n        envFrom:\n        - configMapRef: {{name: app-config}}\n"
+        )
+    };
+    let opted_in = plain("opted-in", "  annotations: {dx.hcl.com/auto-rollout: 'true'}\n");
+    let not_dx = plain("not-dx", "");
+    let opted_out = ring_api(CACHED_ONLY).replace("name: dx-ring-api\n", "name: dx-ring-api-opted-out\n").replacen(
+        "  labels:\n",
+        "  annotations: {dx.hcl.com/auto-rollout: 'false'}\n  labels:\n",
+        1,
+    );
+    let core = std::fs::read_to_string(repo().join("examples/valid/core.yaml"))
+        .unwrap()
+        .replace("namespace: dx", &format!("namespace: {NS}"))
+        .replace("name: dx-core-config", "name: app-config")
+        .replace("name: dx-global-config", "name: app-config");
+    let projected = ring_api(CACHED_ONLY)
+        .replace("name: dx-ring-api\n", "name: dx-ring-api-projected\n")
+        .replace("        env:\n        - name: DB_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: db\n              key: password\n", "")
+        .replace("      containers:\n", "      volumes:\n      - name: creds\n        projected:\n          sources:\n          - secret: {name: projected-creds}\n      containers:\n");
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: projected-creds, namespace: {NS}}}\nstringData: {{token: t}}\n"
+    );
+    for manifest in [&opted_in, &not_dx, &opted_out, &core, &secret, &projected] {
+        let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "{err}\n{manifest}");
+    }
+    let current = log_level_checksum("warn");
+    assert_eq!(app_checksum(env), current, "the scenario starts where the last change left app-config");
+    let stamp =
+        |kind: &str, name: &str| template_annotation(env, NS, kind, name, "checksum.dx.hcl.com/configmap.app-config");
+    assert_eq!(stamp("deployment", "opted-in"), current, "a non-DX workload that opts in is stamped");
+    assert_eq!(stamp("deployment", "not-dx"), "", "a non-DX workload is not");
+    assert_eq!(stamp("deployment", "dx-ring-api-opted-out"), "", "a DX workload that opts out is not");
+    assert_eq!(stamp("statefulset", "dx-core"), current);
+    assert!(
+        template_annotation(
+            env,
+            NS,
+            "deployment",
+            "dx-ring-api-projected",
+            "checksum.dx.hcl.com/secret.projected-creds"
+        )
+        .starts_with("hmac-sha256:"),
+        "a Secret in a projected volume is stamped"
+    );
+    // A change in the cluster: the StatefulSet and the opted-in Deployment roll, the others not.
+    let out_generation = generation(env, NS, "deployment", "dx-ring-api-opted-out");
+    let plain_generation = generation(env, NS, "deployment", "not-dx");
+    assert!(set_log_level_and_wait(env, "info").await, "the controller re-stamps the Deployment");
+    let rolled = eventually(Duration::from_secs(15), || async {
+        stamp("statefulset", "dx-core") == log_level_checksum("info")
+            && stamp("deployment", "opted-in") == log_level_checksum("info")
+    });
+    assert!(rolled.await, "the StatefulSet and the opted-in Deployment are re-stamped");
+    let untouched = holds_for(NOTHING_MORE, || async {
+        generation(env, NS, "deployment", "dx-ring-api-opted-out") == out_generation
+            && generation(env, NS, "deployment", "not-dx") == plain_generation
+    });
+    assert!(untouched.await, "the opted-out and the non-DX Deployment are not rolled within {NOTHING_MORE:?}");
+    // The projected Secret is held.
+    let (ok, _, err) = env.kubectl(&["delete", "secret", "projected-creds", "-n", NS]);
+    assert!(!ok, "a Secret in use through a projected volume was deleted");
+    assert!(
+        err.contains(
+            "- Secret e2e-roll/projected-creds: still used by Deployment e2e-roll/dx-ring-api-projected [config-in-use]"
+        ),
+        "{err}"
+    );
+}
+
+/// claim-templates-change on a real UPDATE: the API server's own validation refuses a changed
+/// volumeClaimTemplates before any validating webhook is called, so users see its message.
+pub async fn a_claim_template_change_is_refused_by_the_api_server_before_the_webhook(env: &mut Env) {
+    let core = std::fs::read_to_string(repo().join("examples/valid/core.yaml")).unwrap();
+    let grown = core.replace("storage: 10Gi", "storage: 20Gi");
+    assert_ne!(grown, core);
+    let denials_before =
+        env.webhook().metric("dx_admission_findings_total{rule=\"claim-templates-change\",severity=\"deny\"}").await;
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &grown);
+    assert!(!ok, "the claim template change was applied");
+    assert_eq!(
+        err,
+        "The StatefulSet \"dx-core\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than \
+         'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and \
+         'minReadySeconds' are forbidden\n"
+    );
+    let denials_after =
+        env.webhook().metric("dx_admission_findings_total{rule=\"claim-templates-change\",severity=\"deny\"}").await;
+    assert_eq!(denials_after, denials_before, "the webhook was not asked");
+}
+
+/// `--max-concurrent-reviews 1`: while a review holds the one evaluation slot (a /mutate waiting
+/// on a direct read of a source the cache lacks, from an API server that does not answer), the
+/// next review gets 503 and the reason at its deadline.
+pub async fn with_every_evaluation_slot_taken_a_review_gets_503(env: &mut Env) {
+    let kubeconfig = std::fs::read_to_string(&env.cluster.kubeconfig).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: https://")).unwrap().to_owned();
+    let relay = Relay::start(server.parse().unwrap()).await;
+    let _heal = Heal(&relay);
+    let relayed = env.cluster.dir.path().join("kubeconfig-overloaded");
+    std::fs::write(&relayed, kubeconfig.replace(&server, &relay.addr.to_string())).unwrap();
+    let replica = TestServer::start_with(move |config| {
+        let mut cluster = cluster_mode(&relayed, "replica-overloaded");
+        cluster.fetch_timeout = Duration::from_secs(3);
+        cluster.lease_name = "dx-admission-overloaded".into();
+        config.cluster = Some(cluster);
+        config.limits.max_concurrent_reviews = 1;
+        config.limits.review_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let ready = eventually(Duration::from_secs(15), || async { replica.ops("/readyz").await.0 == 200 }).await;
+    assert!(ready, "the replica lists the cluster");
+    relay.stall();
+    let slow = review("CREATE", Some(&yaml_from_str(&ring_api("never-created")).remove(0)), None);
+    let holder = tokio::spawn({
+        let client = replica.client();
+        async move { client.post("/mutate", "application/json", slow.to_string().into()).await }
+    });
+    let taken =
+        eventually(Duration::from_secs(5), || async { replica.metric("dx_admission_reviews_in_flight").await == 1.0 });
+    assert!(taken.await, "the slow review holds the slot");
+    let (status, answer) = replica
+        .post("/validate", review("CREATE", Some(&yaml_from_str(&ring_api(CACHED_ONLY)).remove(0)), None).to_string())
+        .await;
+    assert_eq!(
+        (status, &answer),
+        (
+            503,
+            &serde_json::json!({
+                "error": "overloaded",
+                "message": "no evaluation slot became free within the review deadline; the server is overloaded",
+            })
+        )
+    );
+    let (status, answer) = holder.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["response"]["warnings"],
+        serde_json::json!([format!(
+            "ConfigMap {NS}/never-created not readable from the API server now; the rollout controller stamps its checksum later"
+        )])
+    );
+    relay.heal();
+    if let Some(server) = replica.server {
+        server.shutdown().await;
+    }
+}

@@ -364,7 +364,10 @@ pub static RULES: &[Rule] = &[
         scope: Scope::Dx,
         facts: &[],
         severity: Severity::Deny,
-        rationale: "Kubernetes refuses any change to a StatefulSet's volumeClaimTemplates; the data must be migrated instead.",
+        rationale: "Kubernetes refuses any change to a StatefulSet's volumeClaimTemplates; the data must be migrated instead. \
+                    On a real UPDATE the API server's own validation refuses it before any validating webhook runs \
+                    (users see `spec: Forbidden: updates to statefulset spec for fields other than ...`); this rule \
+                    explains it where dx-admission sees the change first: `check --old` and the Helm post-renderer.",
         fix: "keep the templates as they are and migrate the claims (see the hint)",
         check: upgrade::claim_templates_change,
     },
