@@ -58,7 +58,7 @@ impl Pki {
     }
 }
 
-/// A certificate directory laid out the way Kubernetes mounts a Secret: the files are symlinks
+/// A directory laid out the way Kubernetes mounts a Secret or ConfigMap: the files are symlinks
 /// into `..data`, itself a symlink to a timestamped directory that is swapped atomically.
 pub struct SecretMount {
     pub dir: PathBuf,
@@ -66,22 +66,35 @@ pub struct SecretMount {
 }
 
 impl SecretMount {
+    /// A mounted serving pair, `tls.crt` and `tls.key`.
     pub fn new(dir: &Path, cert: &str, key: &str) -> Self {
+        Self::of_files(dir, &[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())])
+    }
+
+    /// A mount of `files` (name, content), as a ConfigMap's keys are mounted.
+    pub fn of_files(dir: &Path, files: &[(&str, &[u8])]) -> Self {
         let mut mount = Self { dir: dir.to_owned(), generation: 0 };
-        mount.swap(cert, key);
-        std::os::unix::fs::symlink("..data/tls.crt", dir.join("tls.crt")).unwrap();
-        std::os::unix::fs::symlink("..data/tls.key", dir.join("tls.key")).unwrap();
+        mount.swap_files(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
         mount
     }
 
-    /// Writes a new generation and swaps `..data` to it in one rename, as the kubelet does.
+    /// Writes a new pair and swaps `..data` to it in one rename, as the kubelet does.
     pub fn swap(&mut self, cert: &str, key: &str) {
+        self.swap_files(&[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())]);
+    }
+
+    /// Writes a new generation of the same file names and swaps `..data` to it in one rename.
+    pub fn swap_files(&mut self, files: &[(&str, &[u8])]) {
         self.generation += 1;
         let name = format!("..2026_11_20_{:04}", self.generation);
         let generation = self.dir.join(&name);
         std::fs::create_dir(&generation).unwrap();
-        std::fs::write(generation.join("tls.crt"), cert).unwrap();
-        std::fs::write(generation.join("tls.key"), key).unwrap();
+        for (file, content) in files {
+            std::fs::write(generation.join(file), content).unwrap();
+        }
         let tmp = self.dir.join("..data_tmp");
         std::os::unix::fs::symlink(&name, &tmp).unwrap();
         std::fs::rename(&tmp, self.dir.join("..data")).unwrap();

@@ -261,6 +261,27 @@ async fn server_dry_run_denies_the_same_and_stores_nothing(env: &mut Env) {
     assert!(!ok, "a dry run stores nothing");
 }
 
+/// Rule severities set for one namespace in the policy file hold through the API server: in
+/// dx-audit image-pinned is audit (not shown) and readiness-probe warn, so the object is admitted
+/// with one Warning line.
+async fn namespace_rule_severities_apply_through_the_api_server(env: &mut Env) {
+    let manifest = in_namespace("examples/broken/ring-api-unpinned-no-probe.yaml", "dx-audit");
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest);
+    assert!(ok, "{err}");
+    assert_eq!(out, "deployment.apps/dx-ring-api-unpinned created (server dry run)\n");
+    assert_eq!(
+        err,
+        "Warning: ConfigMap dx-audit/dx-global-config does not exist yet; pods will not start until it does\n\
+         Warning: ConfigMap dx-audit/dx-ring-api-config does not exist yet; pods will not start until it does\n\
+         Warning: spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe]\n"
+    );
+    // The same object in dx, where the global severities hold, is denied for both.
+    let (ok, _, err) =
+        env.kubectl(&["apply", "--dry-run=server", "-f", "examples/broken/ring-api-unpinned-no-probe.yaml"]);
+    assert!(!ok);
+    assert!(err.contains("rejected under DX schema v2 (2 problems)"), "{err}");
+}
+
 async fn an_update_that_breaks_a_rule_is_rejected(env: &mut Env) {
     let downgraded = in_namespace("examples/valid/core.yaml", "dx").replace("95.225.0", "95.210.0");
     let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &downgraded);
@@ -622,6 +643,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         valid_deployment_is_created,
         broken_examples_are_rejected_with_every_finding,
         server_dry_run_denies_the_same_and_stores_nothing,
+        namespace_rule_severities_apply_through_the_api_server,
         an_update_that_breaks_a_rule_is_rejected,
         helm_upgrade_that_breaks_a_rule_fails_readably,
         a_post_renderer_refuses_a_bad_release_before_anything_is_applied,
@@ -688,7 +710,10 @@ fn start(runtime: &tokio::runtime::Runtime) -> Result<Env, String> {
         (started.elapsed() - built).as_secs_f64(),
         built.as_secs_f64()
     );
-    let settings: Settings = serde_yaml_ng::from_str("namespaces:\n  dx-canary: {mode: warn}\n").unwrap();
+    let settings: Settings = serde_yaml_ng::from_str(
+        "namespaces:\n  dx-canary: {mode: warn}\n  dx-audit: {rules: {image-pinned: audit, readiness-probe: warn}}\n",
+    )
+    .unwrap();
     let cluster_config = cluster_mode(&cluster.kubeconfig, "replica-a");
     let webhook = runtime.block_on(TestServer::start_with(move |config| {
         config.settings = settings;
@@ -696,7 +721,7 @@ fn start(runtime: &tokio::runtime::Runtime) -> Result<Env, String> {
     }));
     let ca = webhook.pki.ca_pem.clone();
     let mut env = Env { cluster, webhook: Some(webhook), relay: None, generation: 0 };
-    for namespace in ["dx", "dx-canary"] {
+    for namespace in ["dx", "dx-canary", "dx-audit"] {
         let (ok, _, err) = env.kubectl(&["create", "namespace", namespace]);
         if !ok {
             return Err(format!("kubectl create namespace {namespace}: {err}"));
