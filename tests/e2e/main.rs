@@ -656,6 +656,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         rollout::auto_rollout_opt_in_and_out_statefulsets_and_projected_secrets,
         rollout::a_claim_template_change_is_refused_by_the_api_server_before_the_webhook,
         rollout::with_every_evaluation_slot_taken_a_review_gets_503,
+        rollout::helm_release_secrets_are_not_cached,
         chart::the_chart_lints_clean_in_every_mode,
         chart::the_chart_renders_safe_defaults,
         chart::the_binary_accepts_what_the_chart_renders_in_every_mode,

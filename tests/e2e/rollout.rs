@@ -684,3 +684,25 @@ pub async fn with_every_evaluation_slot_taken_a_review_gets_503(env: &mut Env) {
         server.shutdown().await;
     }
 }
+
+/// Helm's release Secrets (whole charts, gzipped, one per revision) are not watched: the config
+/// cache counts a plain Secret created after one, and not the release. The Secret watch delivers
+/// both in order, so once the plain one is counted the release would have been too.
+pub async fn helm_release_secrets_are_not_cached(env: &mut Env) {
+    let entries = "dx_admission_config_cache_entries";
+    let before = env.webhook().metric(entries).await;
+    let release = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sh.helm.release.v1.e2e.v1, namespace: dx}}\n\
+         type: helm.sh/release.v1\nstringData: {{release: H4sI}}\n"
+    );
+    let plain = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: after-the-release, namespace: dx}}\nstringData: {{a: b}}\n"
+    );
+    for manifest in [&release, &plain] {
+        let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "{err}");
+    }
+    let counted = eventually(Duration::from_secs(10), || async { env.webhook().metric(entries).await >= before + 1.0 });
+    assert!(counted.await, "the plain Secret is cached");
+    assert_eq!(env.webhook().metric(entries).await, before + 1.0, "the release Secret is not cached");
+}
