@@ -237,6 +237,9 @@ fn next(config: &SelfManagedConfig, current: Option<&Material>) -> Result<Option
 }
 
 /// Keeps the self-managed certificates.
+/// How often the caBundle of the webhook configurations is checked between cycles.
+const PUBLISH_EVERY: Duration = Duration::from_secs(10);
+
 pub struct SelfManaged {
     api: Api<Secret>,
     client: Client,
@@ -249,8 +252,8 @@ impl SelfManaged {
         Ok(Self { api: Api::namespaced(client.clone(), &config.namespace), client, config })
     }
 
-    /// One cycle: renew what is due, write the pair, publish the bundle.
-    pub async fn cycle(&self) -> Result<(), CertError> {
+    /// One cycle: renew what is due, write the pair, publish the bundle; returns the bundle.
+    pub async fn cycle(&self) -> Result<String, CertError> {
         let stored = self.api.get_opt(&self.config.secret).await?;
         let current = stored.as_ref().and_then(Material::from_secret);
         let material = match next(&self.config, current.as_ref())? {
@@ -271,7 +274,9 @@ impl SelfManaged {
             },
         };
         self.write_files(&material)?;
-        self.publish(&material.bundle_pem()).await
+        let bundle = material.bundle_pem();
+        self.publish(&bundle).await?;
+        Ok(bundle)
     }
 
     /// Creates or replaces the Secret; `false` when another replica changed it first.
@@ -337,16 +342,29 @@ impl SelfManaged {
         Ok(())
     }
 
-    /// Runs a cycle every interval until stopped.
-    pub fn spawn(self, stop: CancellationToken) {
+    /// Runs a cycle every interval until stopped, and between cycles re-publishes the bundle
+    /// every [`PUBLISH_EVERY`]: a webhook configuration created after the replica started (Helm
+    /// applies them after the Deployment) or re-applied without its caBundle is trusted within
+    /// seconds, not at the next cycle, hours later.
+    pub fn spawn(self, stop: CancellationToken, bundle: String) {
         tokio::spawn(async move {
+            let mut bundle = bundle;
+            let mut next_cycle = tokio::time::Instant::now() + self.config.interval();
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(self.config.interval()) => {}
+                    () = tokio::time::sleep(PUBLISH_EVERY.min(self.config.interval())) => {}
                 }
-                if let Err(error) = self.cycle().await {
-                    warn!(%error, "self-managed certificate cycle failed; retrying next interval");
+                if tokio::time::Instant::now() < next_cycle {
+                    if let Err(error) = self.publish(&bundle).await {
+                        warn!(%error, "could not publish the caBundle; retrying");
+                    }
+                    continue;
+                }
+                next_cycle = tokio::time::Instant::now() + self.config.interval();
+                match self.cycle().await {
+                    Ok(published) => bundle = published,
+                    Err(error) => warn!(%error, "self-managed certificate cycle failed; retrying next interval"),
                 }
             }
         });

@@ -200,8 +200,8 @@ impl Server {
         let self_managed = match config.self_managed {
             Some(self_managed) => {
                 let manager = SelfManaged::new(self_managed).await?;
-                manager.cycle().await?;
-                Some(manager)
+                let bundle = manager.cycle().await?;
+                Some((manager, bundle))
             }
             None => None,
         };
@@ -230,8 +230,8 @@ impl Server {
             ),
             None => None,
         };
-        if let Some(manager) = self_managed {
-            manager.spawn(stop_all.clone());
+        if let Some((manager, bundle)) = self_managed {
+            manager.spawn(stop_all.clone(), bundle);
         }
         let state = Arc::new(AppState {
             settings: config.settings,

@@ -50,8 +50,12 @@ pub fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
             }
         }
     });
+    let mut seen = Vec::new();
     let (tls, ops) = loop {
-        let line = logs.recv_timeout(Duration::from_secs(20)).expect("server logs that it is serving");
+        let line = logs
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no `dx-admission serving` line ({e}); it logged:\n{}", seen.join("\n")));
+        seen.push(line.to_string());
         if line["message"] == "dx-admission serving" {
             let addr = |field: &str| line[field].as_str().unwrap().parse().unwrap();
             break (addr("tls_addr"), addr("ops_addr"));

@@ -505,3 +505,93 @@ pub async fn self_managed_certificates_are_made_trusted_and_renewed(env: &mut En
     .await;
     assert!(handed_back, "the previous webhook answers the API server again");
 }
+
+/// The real binary with the self-managed flags the chart passes: it makes its CA and pair in the
+/// Secret, serves that pair, fills the caBundle of the configuration it is named, and the API
+/// server then calls it.
+pub async fn the_binary_manages_its_own_certificates_with_its_flags(env: &mut Env) {
+    const NS: &str = "e2e-self";
+    let (ok, _, err) = env.kubectl(&["create", "namespace", NS]);
+    assert!(ok, "{err}");
+    let dir = env.cluster.dir.path().join(NS);
+    // The chart's emptyDir for the pair.
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let kubeconfig = env.cluster.kubeconfig.to_str().unwrap().to_owned();
+    let schemas = repo().join("schemas");
+    let running = crate::common::binary::serve(
+        &dir,
+        &[
+            "--self-managed-certs",
+            "--tls-cert",
+            "certs/tls.crt",
+            "--tls-key",
+            "certs/tls.key",
+            "--cert-dns-names",
+            "127.0.0.1,localhost",
+            "--cert-secret",
+            "dx-self-tls",
+            "--webhook-configurations",
+            "e2e-self",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            NS,
+            "--schemas",
+            schemas.to_str().unwrap(),
+        ],
+    );
+    let (ok, out, err) = env.kubectl(&["get", "secret", "dx-self-tls", "-n", NS, "-o", "json"]);
+    assert!(ok, "{err}");
+    let stored: Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&String> = stored["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["ca.crt", "ca.key", "tls.crt", "tls.key"]);
+    let decode = |key: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD.decode(stored["data"][key].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
+    let client = Client { addr: running.tls, ca_pem: decode("ca.crt") };
+    assert_eq!(client.serial().await, crate::common::serial_of_pem(&decode("tls.crt")), "it serves the stored pair");
+    assert_eq!(std::fs::read_to_string(dir.join("certs/tls.crt")).unwrap(), decode("tls.crt"), "--tls-cert holds it");
+    let config = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: e2e-self\n\
+         webhooks:\n  - name: self.e2e.dx-admission.hcl.com\n    admissionReviewVersions: [v1]\n    sideEffects: None\n    failurePolicy: Fail\n\
+         \x20   clientConfig:\n      url: https://{}/validate\n\
+         \x20   rules:\n      - apiGroups: [apps]\n        apiVersions: [v1]\n        operations: [CREATE]\n        resources: [deployments]\n\
+         \x20   namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: {NS}\n",
+        running.tls
+    );
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &config);
+    assert!(ok, "{err}");
+    let bundle = || {
+        let (_, out, _) = env.kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "e2e-self",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(out.trim()).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let filled = eventually(Duration::from_secs(20), || {
+        let filled = bundle() == decode("ca.crt");
+        async move { filled }
+    });
+    assert!(filled.await, "the binary fills in the caBundle");
+    let manifest = std::fs::read_to_string(repo().join("examples/broken/ring-api-unpinned-no-probe.yaml"))
+        .unwrap()
+        .replace("namespace: dx", &format!("namespace: {NS}"));
+    let called = eventually(Duration::from_secs(15), || {
+        let output = env.cluster.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest));
+        let denied = text(&output).1.contains(
+            "admission webhook \"self.e2e.dx-admission.hcl.com\" denied the request: Deployment e2e-self/dx-ring-api-unpinned rejected",
+        );
+        async move { denied }
+    });
+    assert!(called.await, "the API server trusts the self-made CA and calls the binary");
+    let (ok, _, err) = env.kubectl(&["delete", "validatingwebhookconfiguration", "e2e-self"]);
+    assert!(ok, "{err}");
+    drop(running);
+}

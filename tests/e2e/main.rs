@@ -664,6 +664,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         chart::values_schema_rejects_wrong_values,
         chart::the_chart_installs_into_the_api_server_in_both_modes,
         chart::self_managed_certificates_are_made_trusted_and_renewed,
+        chart::the_binary_manages_its_own_certificates_with_its_flags,
         api_server_requests_are_captured_for_replay,
         certificates_rotate_under_load_without_a_failed_request,
         secrets::no_secret_value_reaches_logs_metrics_annotations_or_messages,

@@ -691,14 +691,11 @@ pub async fn with_every_evaluation_slot_taken_a_review_gets_503(env: &mut Env) {
 pub async fn helm_release_secrets_are_not_cached(env: &mut Env) {
     let entries = "dx_admission_config_cache_entries";
     let before = env.webhook().metric(entries).await;
-    let release = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sh.helm.release.v1.e2e.v1, namespace: dx}}\n\
-         type: helm.sh/release.v1\nstringData: {{release: H4sI}}\n"
-    );
-    let plain = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: after-the-release, namespace: dx}}\nstringData: {{a: b}}\n"
-    );
-    for manifest in [&release, &plain] {
+    let release = "apiVersion: v1\nkind: Secret\nmetadata: {name: sh.helm.release.v1.e2e.v1, namespace: dx}\n\
+                   type: helm.sh/release.v1\nstringData: {release: H4sI}\n";
+    let plain =
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: after-the-release, namespace: dx}\nstringData: {a: b}\n";
+    for manifest in [release, plain] {
         let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], manifest);
         assert!(ok, "{err}");
     }
