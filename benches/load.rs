@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench --bench load` (about 10 minutes; the first run also builds the kube-apiserver,
 //! etcd and OPA from the Go module proxy, cached like the end-to-end suite's binaries).
-//! Soak: `cargo bench --bench load -- soak [--minutes 10] [--rate 400]`.
+//! Soak: `cargo bench --bench load -- soak [--minutes 10] [--rate 400] [--config-maps 10000]`.
 
 #[path = "../tests/e2e/cluster.rs"]
 #[allow(dead_code)]
@@ -710,16 +710,30 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), loopback, release build")
 }
 
-/// Ten minutes (by default) at a fixed rate of the realistic mix against the release server:
-/// errors and RSS every 30 s. Start and end RSS should match (no growth under steady load).
+/// Ten minutes (by default) at a fixed rate of the realistic mix against the release server in
+/// `--cluster` mode, its cache holding `--config-maps` (10,000) ConfigMaps of a real API server:
+/// errors, p99 and RSS every 30 s, then the RSS trend as a least-squares slope per hour with its
+/// 95 % bound, and a verdict.
 async fn soak(args: &[String]) {
     let flag = |name: &str, default: f64| {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
     };
     let (minutes, rate) = (flag("--minutes", 10.0), flag("--rate", 400.0));
+    let config_maps = flag("--config-maps", 10_000.0) as usize;
     let tls = Tls::new();
     let workloads = Workloads::new();
-    let (dx, _) = start_dx(&tls, &repo().join("schemas"), None).await;
+    eprintln!("starting kube-apiserver...");
+    let bins = cluster::ensure_binaries().expect("kube-apiserver, etcd and kubectl build");
+    let api = cluster::Cluster::start(bins).expect("kube-apiserver starts");
+    for namespace in ["dx", "cache"] {
+        let output = api.kubectl(&["create", "namespace", namespace], None);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let examples = std::fs::read_to_string(repo().join("examples/valid/configmaps.yaml")).expect("examples");
+    let output = api.kubectl(&["apply", "-f", "-"], Some(&examples));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    create_config_maps(&common_client(&api.kubeconfig).await, 0, config_maps).await;
+    let (dx, _) = start_dx(&tls, &repo().join("schemas"), Some(&api.kubeconfig)).await;
     let target = tls.target(dx.addr);
     // `--only <text>`: just the workloads whose label contains it (e.g. `--only StatefulSet`).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map_or("", String::as_str);
@@ -730,25 +744,33 @@ async fn soak(args: &[String]) {
         .map(|(_, r)| r)
         .collect();
     assert!(!mix.is_empty(), "--only {only:?} matches no workload");
-    println!("soak: {minutes} min at {rate} reviews/s, a mix of {} reviews — {}", mix.len(), machine());
+    println!(
+        "soak: {minutes} min at {rate} reviews/s, a mix of {} reviews, --cluster with {config_maps} ConfigMaps cached — {}",
+        mix.len(),
+        machine()
+    );
     let mix: Arc<[Request]> = Arc::from(mix);
     println!("{:>8} {:>10} {:>8} {:>9} {:>9} {:>9}", "minute", "reviews", "failed", "p99 ms", "RSS MiB", "peak MiB");
     let slice = Duration::from_secs(30);
     let slices = (minutes * 2.0).ceil() as usize;
     let (mut total, mut failed) = (0, 0);
     let first_rss = dx.memory_mib("VmRSS");
+    let mut samples = Vec::new();
     for i in 0..slices {
         let outcome = load::run(&target, Arc::clone(&mix), CONNECTIONS, Pace::Rate(rate), slice).await;
         total += outcome.ok;
         failed += outcome.failed;
         check("soak", &outcome);
+        let hours = (i + 1) as f64 * slice.as_secs_f64() / 3600.0;
+        let rss = dx.memory_mib("VmRSS");
+        samples.push((hours, rss));
         println!(
             "{:>8.1} {:>10} {:>8} {:>9.2} {:>9.1} {:>9.1}",
             (i + 1) as f64 / 2.0,
             outcome.ok,
             outcome.failed,
             outcome.quantile_ms(0.99),
-            dx.memory_mib("VmRSS"),
+            rss,
             dx.memory_mib("VmHWM")
         );
     }
@@ -756,6 +778,38 @@ async fn soak(args: &[String]) {
         "soak done: {total} reviews, {failed} failed; RSS {first_rss:.1} MiB before load, {:.1} MiB at the end",
         dx.memory_mib("VmRSS")
     );
+    match rss_trend(&samples) {
+        Some((slope, bound)) => {
+            let verdict = if slope - bound > 0.0 {
+                "GROWING: the RSS rises faster than the noise explains"
+            } else if slope + bound < 0.0 {
+                "shrinking"
+            } else {
+                "flat: no growth beyond the noise"
+            };
+            println!(
+                "RSS trend: {slope:+.2} MiB/h, 95 % bound ±{bound:.2} MiB/h over {} samples — {verdict}",
+                samples.len()
+            );
+        }
+        None => println!("RSS trend: too few samples (run at least 2 minutes)"),
+    }
+}
+
+/// The least-squares slope of `(x, y)` and the half-width of its 95 % interval (1.96 standard
+/// errors; at least 3 samples).
+fn rss_trend(samples: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = samples.len() as f64;
+    if samples.len() < 3 {
+        return None;
+    }
+    let (mean_x, mean_y) = (samples.iter().map(|s| s.0).sum::<f64>() / n, samples.iter().map(|s| s.1).sum::<f64>() / n);
+    let sxx: f64 = samples.iter().map(|(x, _)| (x - mean_x).powi(2)).sum();
+    let sxy: f64 = samples.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
+    let slope = sxy / sxx;
+    let residuals: f64 = samples.iter().map(|(x, y)| (y - mean_y - slope * (x - mean_x)).powi(2)).sum();
+    let standard_error = (residuals / (n - 2.0) / sxx).sqrt();
+    Some((slope, 1.96 * standard_error))
 }
 
 /// The baseline: the same stack (tokio, rustls, hyper-util, axum) answering a fixed allowed

@@ -455,7 +455,12 @@ async fn every_denial_is_logged_for_audit_and_sigterm_under_load_fails_no_review
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once the load is being answered (the server's own count).
+    let ops = running.ops;
+    let answering = eventually(Duration::from_secs(5), || async {
+        common::metric_sum(ops, "dx_admission_reviews_total").await >= 50.0
+    });
+    assert!(answering.await, "the load runs");
     sigterm(&running.child);
     let outcome = load.await.unwrap();
     assert_eq!(outcome.failed, 0, "{} reviews failed while draining: {:?}", outcome.failed, outcome.failures);

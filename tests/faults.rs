@@ -35,6 +35,13 @@ fn start_load(server: &TestServer, seconds: u64) -> tokio::task::JoinHandle<load
     })
 }
 
+/// Waits until the server has answered 50 reviews of the load, so the fault lands under load.
+async fn under_load(server: &TestServer) {
+    let ops = server.ops_addr;
+    let running = eventually(WAIT, || async { common::metric_sum(ops, "dx_admission_reviews_total").await >= 50.0 });
+    assert!(running.await, "the load runs");
+}
+
 fn assert_no_failures(outcome: &load::Outcome, fault: &str) {
     assert_eq!(outcome.failed, 0, "{fault}: {} reviews failed, e.g. {:?}", outcome.failed, outcome.failures);
     assert!(outcome.ok > 300, "{fault}: only {} reviews answered", outcome.ok);
@@ -46,7 +53,7 @@ async fn certificate_rotation_and_a_broken_pair_under_load_fail_no_review() {
     let client = server.client();
     let load = start_load(&server, 4);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    under_load(&server).await;
     let (cert, key) = server.pki.issue();
     let rotated = serial_of_pem(&cert);
     server.mount.swap(&cert, &key);
@@ -96,7 +103,7 @@ async fn a_broken_schema_reloaded_under_load_fails_no_review_and_keeps_the_last_
     let server = TestServer::start_with(|config| config.schemas = dir.clone()).await;
     let load = start_load(&server, 4);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    under_load(&server).await;
     let schema = schemas.path().join("v2/configmap/core.json");
     let good = std::fs::read_to_string(&schema).unwrap();
     std::fs::write(&schema, "{\n  \"type\": \"object\",\n  oops\n}").unwrap();
