@@ -703,3 +703,87 @@ pub async fn helm_release_secrets_are_not_cached(env: &mut Env) {
     assert!(counted.await, "the plain Secret is cached");
     assert_eq!(env.webhook().metric(entries).await, before + 1.0, "the release Secret is not cached");
 }
+
+/// The debounce: three changes of one ConfigMap within a few milliseconds (one `kubectl apply` of
+/// three versions) roll the workload once, with the checksum of the last.
+pub async fn changes_within_the_debounce_roll_once(env: &mut Env) {
+    let before = generation(env, NS, "deployment", "dx-ring-api");
+    let versions: Vec<String> = ["error", "warn", "info"]
+        .iter()
+        .map(|level| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-config, namespace: {NS}}}\ndata: {{log.level: {level}}}\n"))
+        .collect();
+    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], &versions.join("---\n"));
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("configmap/app-config configured").count(), 3, "{out}");
+    let last = log_level_checksum("info");
+    let stamped = eventually(Duration::from_secs(15), || async { app_checksum(env) == last });
+    assert!(stamped.await, "the last version is stamped");
+    let once = holds_for(NOTHING_MORE, || async { generation(env, NS, "deployment", "dx-ring-api") == before + 1 });
+    assert!(once.await, "three changes within the debounce roll once, and nothing more within {NOTHING_MORE:?}");
+}
+
+/// The rate limit: one change of a ConfigMap that 30 workloads read re-stamps them one at a time,
+/// at most `max_patches_per_second` (20 here) a second, so the last is stamped at least 29/20 s
+/// after the first (less the observer's polling interval, which is measured and printed).
+pub async fn re_stamps_keep_to_the_rate_limit(env: &mut Env) {
+    const WORKLOADS: usize = 30;
+    let workload = |i: usize| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: burst-{i:02}\n  namespace: {NS}\n  labels: {{e2e-burst: 'yes'}}\n  \
+             annotations: {{dx.hcl.com/auto-rollout: 'true'}}\nspec:\n  selector: {{matchLabels: {{app: burst-{i:02}}}}}\n  template:\n    \
+             metadata: {{labels: {{app: burst-{i:02}}}}}\n    spec:\n      containers:\n      - name: app\n        image: example/app:1.0\n        \
+             envFrom:\n        - configMapRef: {{name: burst-config}}\n"
+        )
+    };
+    let config = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: burst-config, namespace: {NS}}}\ndata: {{a: '{value}'}}\n"
+        )
+    };
+    let manifests: Vec<String> = std::iter::once(config("1")).chain((0..WORKLOADS).map(workload)).collect();
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &manifests.join("---\n"));
+    assert!(ok, "{err}");
+    let key = "checksum.dx.hcl.com/configmap.burst-config";
+    let stamps = |env: &Env| -> Vec<String> {
+        let (ok, out, err) = env.kubectl(&["get", "deployments", "-n", NS, "-l", "e2e-burst=yes", "-o", "json"]);
+        assert!(ok, "{err}");
+        let list: Value = serde_json::from_str(&out).unwrap();
+        let items = list["items"].as_array().unwrap();
+        items
+            .iter()
+            .map(|d| d["spec"]["template"]["metadata"]["annotations"][key].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    // Opted in by annotation, not label, they are stamped by the controller, not on create.
+    let all_stamped = eventually(Duration::from_secs(20), || {
+        let now = stamps(env);
+        async move { now.len() == WORKLOADS && now.iter().all(|s| s == &now[0] && s.starts_with("sha256:")) }
+    });
+    assert!(all_stamped.await, "every workload is stamped: {:?}", stamps(env));
+    let first = stamps(env);
+    let (ok, _, err) = env.kubectl_stdin(&["apply", "-f", "-"], &config("2"));
+    assert!(ok, "{err}");
+    let (mut first_seen, mut polls, started) = (None, Vec::new(), Instant::now());
+    let all_seen = loop {
+        let poll = Instant::now();
+        let changed = stamps(env).iter().filter(|s| **s != first[0]).count();
+        polls.push(poll.elapsed());
+        if changed > 0 && first_seen.is_none() {
+            first_seen = Some(poll);
+        }
+        if changed == WORKLOADS {
+            break poll;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "only {changed} of {WORKLOADS} re-stamped");
+    };
+    let spread = all_seen - first_seen.unwrap();
+    let slowest_poll = polls.iter().max().copied().unwrap_or_default();
+    println!(
+        "e2e: {WORKLOADS} re-stamps spread over {:.2}s (at least {:.2}s at 20/s; polls took up to {:.2}s)",
+        spread.as_secs_f64(),
+        (WORKLOADS - 1) as f64 / 20.0,
+        slowest_poll.as_secs_f64()
+    );
+    let floor = Duration::from_millis(50 * (WORKLOADS as u64 - 1)).saturating_sub(slowest_poll);
+    assert!(spread >= floor, "{WORKLOADS} re-stamps in {spread:?}: faster than 20 a second allows");
+}
