@@ -649,7 +649,6 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         a_post_renderer_refuses_a_bad_release_before_anything_is_applied,
         rollout::workloads_are_stamped_with_config_checksums,
         rollout::a_config_change_in_the_cluster_rolls_the_workload,
-        rollout::changes_within_the_debounce_roll_once,
         rollout::a_failed_re_stamp_is_retried_until_the_workload_carries_the_change,
         rollout::deleting_a_config_in_use_is_refused,
         rollout::leadership_moves_and_a_restarted_controller_patches_nothing,

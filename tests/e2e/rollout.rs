@@ -704,24 +704,6 @@ pub async fn helm_release_secrets_are_not_cached(env: &mut Env) {
     assert_eq!(env.webhook().metric(entries).await, before + 1.0, "the release Secret is not cached");
 }
 
-/// The debounce: three changes of one ConfigMap within a few milliseconds (one `kubectl apply` of
-/// three versions) roll the workload once, with the checksum of the last.
-pub async fn changes_within_the_debounce_roll_once(env: &mut Env) {
-    let before = generation(env, NS, "deployment", "dx-ring-api");
-    let versions: Vec<String> = ["error", "warn", "info"]
-        .iter()
-        .map(|level| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-config, namespace: {NS}}}\ndata: {{log.level: {level}}}\n"))
-        .collect();
-    let (ok, out, err) = env.kubectl_stdin(&["apply", "-f", "-"], &versions.join("---\n"));
-    assert!(ok, "{err}");
-    assert_eq!(out.matches("configmap/app-config configured").count(), 3, "{out}");
-    let last = log_level_checksum("info");
-    let stamped = eventually(Duration::from_secs(15), || async { app_checksum(env) == last });
-    assert!(stamped.await, "the last version is stamped");
-    let once = holds_for(NOTHING_MORE, || async { generation(env, NS, "deployment", "dx-ring-api") == before + 1 });
-    assert!(once.await, "three changes within the debounce roll once, and nothing more within {NOTHING_MORE:?}");
-}
-
 /// The rate limit: one change of a ConfigMap that 30 workloads read re-stamps them one at a time,
 /// at most `max_patches_per_second` (20 here) a second, so the last is stamped at least 29/20 s
 /// after the first (less the observer's polling interval, which is measured and printed).
