@@ -259,7 +259,7 @@ fn check_exits_0_when_clean_1_when_denied_2_on_bad_input() {
     let (code, out, _) = check(&["-f", "examples/valid"], None);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.ends_with("13 DX objects checked: 0 denied, 13 passed (0 with warnings); 0 not DX, 0 of other kinds\n"),
+        out.ends_with("13 DX objects checked: 0 denied, 13 passed (0 with warnings); 0 not DX, 2 of other kinds\n"),
         "{out}"
     );
 

@@ -1,7 +1,9 @@
-//! A real kube-apiserver with etcd on loopback (no nodes: objects are stored and admitted, no
-//! pods run), kubectl and Helm of pinned releases. The binaries are built from the Go module
-//! proxy on first use and cached (`DX_E2E_CACHE`, default `.cache/e2e/`); the processes are stopped by their own
-//! PIDs when the cluster is dropped, also when a scenario fails.
+//! A real cluster on loopback where workloads run: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kwok with simulated nodes (pods are scheduled, turn Running and Ready, Job
+//! pods complete, claims are bound; no container runs), plus kubectl and Helm of pinned releases.
+//! The binaries are built from the Go module proxy on first use and cached (`DX_E2E_CACHE`, default
+//! `.cache/e2e/`); the processes are stopped by their own PIDs when the cluster is dropped, also
+//! when a scenario fails.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,10 @@ pub const KUBERNETES: &str = "v1.32.13";
 pub const HELM: &str = "v4.3.1";
 /// cert-manager's CRDs, read from its Go module, so the chart's cert-manager mode can be installed.
 pub const CERT_MANAGER: &str = "v1.21.2";
+/// The simulated nodes' kubelet, and its stages (how pods, nodes and claims progress).
+pub const KWOK: &str = "v0.8.0";
+/// Simulated nodes, each with room for every DX pod the suite starts.
+pub const NODES: [&str; 3] = ["kwok-node-0", "kwok-node-1", "kwok-node-2"];
 
 /// A tool built from one of the Go modules under `tests/e2e/tools/`.
 struct Tool {
@@ -34,7 +40,7 @@ const KUBE_VERSION_FLAGS: &str = "-X k8s.io/component-base/version.gitVersion=v1
      -X k8s.io/client-go/pkg/version.gitVersion=v1.32.13 -X k8s.io/client-go/pkg/version.gitMajor=1 \
      -X k8s.io/client-go/pkg/version.gitMinor=32";
 
-const TOOLS: [Tool; 4] = [
+const TOOLS: [Tool; 7] = [
     Tool { name: "etcd", module_dir: "kube", package: "go.etcd.io/etcd/server/v3", release: KUBERNETES, ldflags: "" },
     Tool {
         name: "kube-apiserver",
@@ -50,7 +56,22 @@ const TOOLS: [Tool; 4] = [
         release: KUBERNETES,
         ldflags: KUBE_VERSION_FLAGS,
     },
+    Tool {
+        name: "kube-controller-manager",
+        module_dir: "kube",
+        package: "k8s.io/kubernetes/cmd/kube-controller-manager",
+        release: KUBERNETES,
+        ldflags: KUBE_VERSION_FLAGS,
+    },
+    Tool {
+        name: "kube-scheduler",
+        module_dir: "kube",
+        package: "k8s.io/kubernetes/cmd/kube-scheduler",
+        release: KUBERNETES,
+        ldflags: KUBE_VERSION_FLAGS,
+    },
     Tool { name: "helm", module_dir: "helm", package: "helm.sh/helm/v4/cmd/helm", release: HELM, ldflags: "" },
+    Tool { name: "kwok", module_dir: "kwok", package: "sigs.k8s.io/kwok/cmd/kwok", release: KWOK, ldflags: "" },
 ];
 
 /// Bumped when the way tools are built changes, so cached builds are redone.
@@ -65,7 +86,10 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub apiserver: PathBuf,
     pub kubectl: PathBuf,
+    pub controller_manager: PathBuf,
+    pub scheduler: PathBuf,
     pub helm: PathBuf,
+    pub kwok: PathBuf,
 }
 
 /// Where built tools are kept: `$DX_E2E_CACHE`, else `.cache/e2e/` in the repository (ignored).
@@ -110,21 +134,32 @@ pub fn ensure_binaries() -> Result<Binaries, String> {
     }
     let mut paths = paths.into_iter();
     let mut next = || paths.next().expect("one path per tool");
-    Ok(Binaries { etcd: next(), apiserver: next(), kubectl: next(), helm: next() })
+    Ok(Binaries {
+        etcd: next(),
+        apiserver: next(),
+        kubectl: next(),
+        controller_manager: next(),
+        scheduler: next(),
+        helm: next(),
+        kwok: next(),
+    })
 }
 
-/// The CRD manifests of cert-manager's cert-manager.io group, from the pinned module.
-pub fn cert_manager_crds() -> Result<Vec<PathBuf>, String> {
-    let module = format!("github.com/cert-manager/cert-manager@{CERT_MANAGER}");
+/// Where the Go module `module` (`path@version`) is unpacked, downloading it if needed.
+fn module_dir(module: &str) -> Result<PathBuf, String> {
     let output = Command::new("go")
         .env("GOFLAGS", "-mod=mod")
-        .args(["mod", "download", "-json", &module])
+        .args(["mod", "download", "-json", module])
         .output()
         .map_err(|e| format!("cannot run go: {e}"))?;
     let info: serde_json::Value =
         serde_json::from_slice(&output.stdout).map_err(|e| format!("go mod download {module}: {e}"))?;
-    let dir = PathBuf::from(info["Dir"].as_str().ok_or_else(|| format!("go mod download {module}: {info}"))?)
-        .join("deploy/crds");
+    Ok(PathBuf::from(info["Dir"].as_str().ok_or_else(|| format!("go mod download {module}: {info}"))?))
+}
+
+/// The CRD manifests of cert-manager's cert-manager.io group, from the pinned module.
+pub fn cert_manager_crds() -> Result<Vec<PathBuf>, String> {
+    let dir = module_dir(&format!("github.com/cert-manager/cert-manager@{CERT_MANAGER}"))?.join("deploy/crds");
     let mut crds: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -149,15 +184,57 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     etcd: Child,
     apiserver: Child,
+    /// kube-controller-manager, kube-scheduler and kwok, once started.
+    controllers: Vec<Child>,
     pub kubeconfig: PathBuf,
     pub bins: Binaries,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for child in &mut self.controllers {
+            stop(child);
+        }
         stop(&mut self.apiserver);
         stop(&mut self.etcd);
     }
+}
+
+/// kwok's stages from its module: nodes turn Ready and keep a heartbeat, pods turn Running and
+/// Ready (Job pods complete, deleted pods go), claims are provisioned and bound.
+const KWOK_STAGES: [&str; 4] = ["node/fast", "node/heartbeat", "pod/fast", "volume/fast"];
+
+/// The documents of [`KWOK_STAGES`]: the Stages, as one YAML stream for kwok's `--config`, and
+/// the objects to create in the cluster (the default StorageClass whose claims kwok binds).
+fn kwok_stages() -> Result<(String, String), String> {
+    let module = module_dir(&format!("sigs.k8s.io/kwok@{KWOK}"))?;
+    let mut documents = Vec::new();
+    for stage in KWOK_STAGES {
+        let dir = module.join("kustomize/stage").join(stage);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "yaml") && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            documents.push(std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?);
+        }
+    }
+    let (stages, objects): (Vec<String>, Vec<String>) =
+        documents.into_iter().partition(|d| d.lines().any(|l| l == "kind: Stage"));
+    Ok((stages.join("\n---\n"), objects.join("\n---\n")))
+}
+
+/// A simulated node kwok manages: Ready, with room for every pod the suite starts.
+fn node_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{kwok.x-k8s.io/node: fake}}\n\
+         \x20 labels: {{kubernetes.io/hostname: {name}, kubernetes.io/os: linux, type: kwok}}\n\
+         status:\n  allocatable: {{cpu: '64', memory: 512Gi, pods: '110'}}\n  capacity: {{cpu: '64', memory: 512Gi, pods: '110'}}\n"
+    )
 }
 
 fn write(path: &Path, text: &str) {
@@ -247,7 +324,7 @@ impl Cluster {
                 b64(&admin_key.serialize_pem())
             ),
         );
-        let cluster = Self { dir, etcd, apiserver, kubeconfig, bins };
+        let mut cluster = Self { dir, etcd, apiserver, controllers: Vec::new(), kubeconfig, bins };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = cluster.kubectl(&["get", "--raw=/readyz"], None);
@@ -261,7 +338,89 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        cluster.start_controllers_and_nodes()?;
         Ok(cluster)
+    }
+
+    /// Starts kube-controller-manager, kube-scheduler and kwok, registers [`NODES`] and waits
+    /// until they are Ready and the controllers made the `default` ServiceAccount.
+    fn start_controllers_and_nodes(&mut self) -> Result<(), String> {
+        let path = |name: &str| self.dir.path().join(name);
+        let log = |name: &str| std::fs::File::create(path(name)).map(Stdio::from).map_err(|e| e.to_string());
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let with_kubeconfig = |command: &mut Command| {
+            command
+                .arg(format!("--kubeconfig={kubeconfig}"))
+                .arg(format!("--authentication-kubeconfig={kubeconfig}"))
+                .arg(format!("--authorization-kubeconfig={kubeconfig}"))
+                .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
+                .arg(format!("--secure-port={}", free_port()));
+        };
+        let mut controller_manager = Command::new(&self.bins.controller_manager);
+        with_kubeconfig(&mut controller_manager);
+        controller_manager
+            .arg(format!("--service-account-private-key-file={}", path("sa.key").display()))
+            .arg(format!("--root-ca-file={}", path("ca.crt").display()))
+            // No cloud: node IPAM, load balancers, routes and cloud node lifecycle stay off.
+            .arg("--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-route")
+            .stdout(log("kube-controller-manager.log")?)
+            .stderr(log("kube-controller-manager.log")?);
+        let mut scheduler = Command::new(&self.bins.scheduler);
+        with_kubeconfig(&mut scheduler);
+        scheduler.stdout(log("kube-scheduler.log")?).stderr(log("kube-scheduler.log")?);
+        let stages = path("kwok-stages.yaml");
+        let (stage_documents, cluster_objects) = kwok_stages()?;
+        write(&stages, &stage_documents);
+        let mut kwok = Command::new(&self.bins.kwok);
+        kwok.arg(format!("--kubeconfig={kubeconfig}"))
+            .arg(format!("--config={}", stages.display()))
+            .args([
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-ip=127.0.0.1",
+            ])
+            .arg(format!("--server-address=127.0.0.1:{}", free_port()))
+            .stdout(log("kwok.log")?)
+            .stderr(log("kwok.log")?);
+        for (name, command) in
+            [("kube-controller-manager", controller_manager), ("kube-scheduler", scheduler), ("kwok", kwok)]
+        {
+            let mut command = command;
+            self.controllers.push(command.spawn().map_err(|e| format!("{name}: {e}"))?);
+        }
+        let mut objects: Vec<String> = NODES.iter().map(|n| node_manifest(n)).collect();
+        objects.push(cluster_objects);
+        let created = self.kubectl(&["apply", "-f", "-"], Some(&objects.join("\n---\n")));
+        if !created.status.success() {
+            return Err(format!("nodes: {:?}", text(&created)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.kubectl(
+                &[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
+                ],
+                None,
+            );
+            let service_account = self.kubectl(&["get", "serviceaccount", "default", "-n", "default"], None);
+            let (statuses, _) = text(&ready);
+            if statuses.split_whitespace().filter(|s| *s == "True").count() == NODES.len()
+                && service_account.status.success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the simulated nodes are not Ready in 60s (Ready: {statuses:?}); see kwok.log and \
+                     kube-controller-manager.log in {}",
+                    self.dir.path().display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Runs kubectl against the cluster.

@@ -13,6 +13,7 @@ mod drain;
 mod relay;
 mod rollout;
 mod secrets;
+mod workloads;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -193,6 +194,8 @@ async fn valid_deployment_is_created(env: &mut Env) {
             "deployment.apps/dx-content-composer created",
             "deployment.apps/dx-image-processor created",
             "deployment.apps/dx-ring-api created",
+            "persistentvolumeclaim/dx-core-profile created",
+            "persistentvolumeclaim/dx-dam-upload created",
             "statefulset.apps/dx-core created",
             "statefulset.apps/dx-dam created",
             "statefulset.apps/dx-persistence created",
@@ -209,7 +212,14 @@ async fn valid_deployment_is_created(env: &mut Env) {
         ["statefulset.apps/dx-core configured", "statefulset.apps/dx-persistence configured"],
         "{out}"
     );
-    assert_eq!(out.lines().filter(|l| l.ends_with(" unchanged")).count(), 11, "{out}");
+    assert_eq!(out.lines().filter(|l| l.ends_with(" unchanged")).count(), 13, "{out}");
+    // On the simulated nodes every pod of the example turns Ready: claims bound, pods scheduled.
+    let started = Instant::now();
+    workloads::wait_until_rolled_out(env, "dx", Duration::from_secs(180)).await;
+    let pods = workloads::pods(env, "dx");
+    let ready = pods.iter().filter(|p| p.ready).count();
+    println!("e2e: the DX example: {ready} pods Ready {:.1}s after the apply", started.elapsed().as_secs_f64());
+    assert_eq!(ready, 12, "2 pods each of 6 workloads: {pods:?}");
 }
 
 async fn broken_examples_are_rejected_with_every_finding(env: &mut Env) {
@@ -641,6 +651,7 @@ macro_rules! scenarios {
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     scenarios![
         valid_deployment_is_created,
+        workloads::a_config_map_edit_rolls_each_workload_that_uses_it_once,
         broken_examples_are_rejected_with_every_finding,
         server_dry_run_denies_the_same_and_stores_nothing,
         namespace_rule_severities_apply_through_the_api_server,

@@ -34,7 +34,7 @@ replace k8s.io/csi-translation-lib => k8s.io/csi-translation-lib v0.32.13
 
 replace k8s.io/dynamic-resource-allocation => k8s.io/dynamic-resource-allocation v0.32.13
 
-replace k8s.io/endpointslice => k8s.io/endpointslice v0.32.13
+replace k8s.io/endpointslice => k8s.io/endpointslice v0.32.12
 
 replace k8s.io/externaljwt => k8s.io/externaljwt v0.32.13
 
