@@ -32,8 +32,14 @@ impl Drop for Running {
 /// Starts `serve` in `dir` with `args` and waits for its `dx-admission serving` line (and, with
 /// `--dev`, for the webhook configurations it prints).
 pub fn serve(dir: &std::path::Path, args: &[&str]) -> Running {
+    serve_with_env(dir, args, &[])
+}
+
+/// [`serve`] with environment variables set, as a pod's `env` sets them.
+pub fn serve_with_env(dir: &std::path::Path, args: &[&str], variables: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .current_dir(dir)
+        .envs(variables.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())

@@ -11,7 +11,7 @@ use crate::cluster::{cert_manager_crds, text};
 use crate::common::{Client, TestServer, eventually, repo, yaml_from_str};
 use crate::{Env, cluster_mode};
 
-const CHART: &str = "charts/dx-admission";
+pub const CHART: &str = "charts/dx-admission";
 
 /// Runs helm; (succeeded, stdout, stderr).
 pub fn helm(env: &Env, args: &[&str]) -> (bool, String, String) {

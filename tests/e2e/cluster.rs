@@ -187,6 +187,8 @@ pub struct Cluster {
     /// kube-controller-manager, kube-scheduler and kwok, once started.
     controllers: Vec<Child>,
     pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub server: String,
     pub bins: Binaries,
 }
 
@@ -324,7 +326,8 @@ impl Cluster {
                 b64(&admin_key.serialize_pem())
             ),
         );
-        let mut cluster = Self { dir, etcd, apiserver, controllers: Vec::new(), kubeconfig, bins };
+        let server = format!("https://127.0.0.1:{secure}");
+        let mut cluster = Self { dir, etcd, apiserver, controllers: Vec::new(), kubeconfig, server, bins };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = cluster.kubectl(&["get", "--raw=/readyz"], None);
@@ -421,6 +424,22 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Writes a kubeconfig at `path` that authenticates with the bearer `token` (a
+    /// ServiceAccount's, from the TokenRequest API).
+    pub fn token_kubeconfig(&self, path: &Path, token: &str) {
+        let ca = std::fs::read_to_string(self.dir.path().join("ca.crt")).expect("the cluster CA");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(ca);
+        write(
+            path,
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {b64}\n\
+                 users:\n- name: token\n  user:\n    token: {token}\n\
+                 contexts:\n- name: e2e\n  context: {{cluster: e2e, user: token}}\ncurrent-context: e2e\n",
+                self.server
+            ),
+        );
     }
 
     /// Runs kubectl against the cluster.

@@ -11,6 +11,8 @@ mod chart;
 mod cluster;
 mod drain;
 mod relay;
+mod release;
+mod replicas;
 mod rollout;
 mod secrets;
 mod workloads;
@@ -52,6 +54,8 @@ pub struct Env {
     pub relay: Option<Arc<relay::Relay>>,
     /// How many times the webhook configurations were registered (see [`Env::register`]).
     generation: u32,
+    /// The chart's replicas, once a scenario installed them.
+    pub fleet: Option<replicas::Fleet>,
 }
 
 impl Env {
@@ -682,6 +686,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         secrets::no_secret_value_reaches_logs_metrics_annotations_or_messages,
         drain::a_replica_stopped_under_kubectl_apply_fails_no_apply,
         with_the_webhook_down_dx_changes_are_refused_and_others_work,
+        replicas::the_chart_runs_two_replicas_with_its_own_identity,
+        replicas::the_lease_holder_rolls_a_config_map_edit_once,
+        replicas::a_burst_of_edits_within_the_debounce_window_rolls_once,
+        replicas::a_killed_lease_holder_hands_over_and_nothing_rolls_twice,
+        replicas::every_replica_restarted_at_once_rolls_nothing,
+        release::the_dx_example_release_installs_and_every_pod_turns_ready,
+        release::helm_upgrade_of_a_config_map_and_its_deployment_rolls_once,
+        release::helm_rollback_scales_the_previous_replica_set_back_up,
     ]
 }
 
@@ -734,7 +746,7 @@ fn start(runtime: &tokio::runtime::Runtime) -> Result<Env, String> {
         config.cluster = Some(cluster_config);
     }));
     let ca = webhook.pki.ca_pem.clone();
-    let mut env = Env { cluster, webhook: Some(webhook), relay: None, generation: 0 };
+    let mut env = Env { cluster, webhook: Some(webhook), relay: None, generation: 0, fleet: None };
     for namespace in ["dx", "dx-canary", "dx-audit"] {
         let (ok, _, err) = env.kubectl(&["create", "namespace", namespace]);
         if !ok {

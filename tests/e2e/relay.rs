@@ -2,7 +2,8 @@
 //! `stall` holds every byte in both directions (a partition that drops packets: requests time
 //! out), `refuse` closes every connection and each new one at once (requests fail fast), `heal`
 //! lets bytes flow again. `retarget` sends new connections elsewhere while open ones stay where
-//! they are, as Service endpoints move when a replica turns not ready.
+//! they are, as Service endpoints move when a replica turns not ready; with several upstreams,
+//! new connections go to each in turn, as a Service balances connections over its endpoints.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,22 +22,30 @@ pub enum State {
 
 pub struct Relay {
     pub addr: SocketAddr,
-    upstream: Arc<Mutex<SocketAddr>>,
+    upstreams: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Connections accepted, per upstream they went to.
+    pub connections: Arc<Mutex<std::collections::BTreeMap<SocketAddr, usize>>>,
     state: watch::Sender<State>,
     stop: CancellationToken,
 }
 
 impl Relay {
     pub async fn start(upstream: SocketAddr) -> Self {
+        Self::round_robin(vec![upstream]).await
+    }
+
+    /// A relay that sends each new connection to the next of `upstreams`.
+    pub async fn round_robin(upstreams: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay port");
         let addr = listener.local_addr().unwrap();
         let (state, _) = watch::channel(State::Open);
         let stop = CancellationToken::new();
         let (states, halt) = (state.clone(), stop.clone());
-        let upstream = Arc::new(Mutex::new(upstream));
-        let target = Arc::clone(&upstream);
+        let upstreams = Arc::new(Mutex::new(upstreams));
+        let connections = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let (targets, counts) = (Arc::clone(&upstreams), Arc::clone(&connections));
         tokio::spawn(async move {
-            loop {
+            for accepted in 0usize.. {
                 let downstream = tokio::select! {
                     () = halt.cancelled() => return,
                     accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
@@ -44,16 +53,27 @@ impl Relay {
                 if *states.borrow() == State::Refusing {
                     continue;
                 }
-                let upstream = *target.lock().unwrap();
+                let upstream = {
+                    let targets = targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // No endpoint yet: the connection is refused, as by a Service without one.
+                    let Some(upstream) = targets.get(accepted % targets.len().max(1)) else { continue };
+                    *upstream
+                };
+                *counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(upstream).or_insert(0) += 1;
                 tokio::spawn(relay(downstream, upstream, states.subscribe(), halt.clone()));
             }
         });
-        Self { addr, upstream, state, stop }
+        Self { addr, upstreams, connections, state, stop }
     }
 
     /// New connections go to `upstream` from now on.
     pub fn retarget(&self, upstream: SocketAddr) {
-        *self.upstream.lock().unwrap() = upstream;
+        self.retarget_all(vec![upstream]);
+    }
+
+    /// New connections go to each of `upstreams` in turn from now on.
+    pub fn retarget_all(&self, upstreams: Vec<SocketAddr>) {
+        *self.upstreams.lock().unwrap() = upstreams;
     }
 
     pub fn stall(&self) {

@@ -304,15 +304,15 @@ impl Rolled {
 
 /// The ReplicaSets and revisions a later snapshot has that an earlier one had not.
 #[derive(Debug)]
-struct New {
+pub struct New {
     /// Per Deployment.
-    replica_sets: BTreeMap<String, Vec<ReplicaSet>>,
+    pub replica_sets: BTreeMap<String, Vec<ReplicaSet>>,
     /// Per StatefulSet.
-    revisions: BTreeMap<String, Vec<String>>,
+    pub revisions: BTreeMap<String, Vec<String>>,
 }
 
 impl New {
-    fn between(before: &Snapshot, now: &Snapshot) -> Self {
+    pub fn between(before: &Snapshot, now: &Snapshot) -> Self {
         let old_sets: BTreeSet<&str> = before.replica_sets.iter().map(|r| r.name.as_str()).collect();
         let mut replica_sets: BTreeMap<String, Vec<ReplicaSet>> = BTreeMap::new();
         for set in now.replica_sets.iter().filter(|r| !old_sets.contains(r.name.as_str())) {
@@ -325,7 +325,7 @@ impl New {
         Self { replica_sets, revisions }
     }
 
-    fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.replica_sets.values().map(Vec::len).sum::<usize>() + self.revisions.values().map(Vec::len).sum::<usize>()
     }
 }
