@@ -270,12 +270,27 @@ impl Client {
     }
 
     pub async fn connect_alpn(&self, alpn: &[&[u8]]) -> Result<TlsStream<TcpStream>, std::io::Error> {
+        self.connect_to(ServerName::IpAddress(self.addr.ip().into()), alpn).await
+    }
+
+    async fn connect_to(
+        &self,
+        name: ServerName<'static>,
+        alpn: &[&[u8]],
+    ) -> Result<TlsStream<TcpStream>, std::io::Error> {
         let tcp = TcpStream::connect(self.addr).await?;
         // As the API server's client: HTTP/2 writes a request's frames apart, and Nagle's timer
         // would hold the second until the first is acknowledged.
         tcp.set_nodelay(true)?;
-        let name = ServerName::IpAddress(self.addr.ip().into());
         self.connector(alpn).connect(name, tcp).await
+    }
+
+    /// The serial (hex) of the certificate a new handshake for host `name` is served, verified
+    /// as the API server verifies it (a Service's DNS name, not the address dialled).
+    pub async fn serial_as(&self, name: &str) -> Result<String, std::io::Error> {
+        let name = ServerName::try_from(name.to_owned()).expect("a DNS name");
+        let stream = self.connect_to(name, &[b"http/1.1"]).await?;
+        Ok(serial_of(&stream))
     }
 
     /// The serial (hex) of the certificate a new handshake is served.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::cluster::{cert_manager_crds, text};
+use crate::cluster::text;
 use crate::common::{Client, TestServer, eventually, repo, yaml_from_str};
 use crate::{Env, cluster_mode};
 
@@ -139,7 +139,7 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
     for configuration in [validating, mutating] {
         assert_eq!(
             configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-            "dx-system/dx-admission"
+            "dx-system/dx-admission-root"
         );
         for hook in configuration["webhooks"].as_array().unwrap() {
             assert_eq!(hook["admissionReviewVersions"], serde_json::json!(["v1"]));
@@ -202,7 +202,15 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
         objects.iter().find(|o| o["kind"] == "Certificate" && o["metadata"]["name"] == "dx-admission").unwrap();
     assert_eq!(certificate["spec"]["secretName"], "dx-admission-tls");
     assert_eq!(certificate["spec"]["dnsNames"][2], "dx-admission.dx-system.svc");
-    assert_eq!(objects.iter().filter(|o| o["kind"] == "Issuer").count(), 2);
+    // The root signs the issuing CA, which issues the serving certificate.
+    let issuer_of = |name: &str| {
+        let certificate = objects.iter().find(|o| o["kind"] == "Certificate" && o["metadata"]["name"] == name);
+        certificate.map(|c| c["spec"]["issuerRef"]["name"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(issuer_of("dx-admission").as_deref(), Some("dx-admission-ca"));
+    assert_eq!(issuer_of("dx-admission-ca").as_deref(), Some("dx-admission-root"));
+    assert_eq!(issuer_of("dx-admission-root").as_deref(), Some("dx-admission-selfsigned"));
+    assert_eq!(objects.iter().filter(|o| o["kind"] == "Issuer").count(), 3);
     // Least privilege: reads cluster-wide, patches only workloads, the Lease by name.
     let cluster_role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
     assert_eq!(
@@ -297,20 +305,7 @@ pub async fn values_schema_rejects_wrong_values(env: &mut Env) {
 }
 
 pub async fn the_chart_installs_into_the_api_server_in_both_modes(env: &mut Env) {
-    // cert-manager's CRDs (no controller runs: the objects are stored, nothing issues them).
-    let crds = cert_manager_crds().expect("cert-manager CRDs");
-    for crd in &crds {
-        let (ok, _, err) = env.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
-        assert!(ok, "{}: {err}", crd.display());
-    }
-    let (ok, _, err) = env.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/certificates.cert-manager.io",
-        "crd/issuers.cert-manager.io",
-        "--timeout=30s",
-    ]);
-    assert!(ok, "{err}");
+    // cert-manager's CRDs are installed and its controller runs (see `cluster`).
     // No webhook pod can run here: Ignore keeps the installed registrations from blocking the
     // rest of the suite until they are removed again.
     for (release, mode) in [("dx-admission-cm", "cert-manager"), ("dx-admission-self", "self-managed")] {
@@ -354,7 +349,20 @@ pub async fn the_chart_installs_into_the_api_server_in_both_modes(env: &mut Env)
                 "name",
             ]);
             assert!(ok, "{err}");
-            assert_eq!(out.lines().count(), 4, "{out}");
+            let mut names: Vec<&str> = out.lines().collect();
+            names.sort_unstable();
+            assert_eq!(
+                names,
+                [
+                    "certificate.cert-manager.io/dx-admission-cm",
+                    "certificate.cert-manager.io/dx-admission-cm-ca",
+                    "certificate.cert-manager.io/dx-admission-cm-root",
+                    "issuer.cert-manager.io/dx-admission-cm-ca",
+                    "issuer.cert-manager.io/dx-admission-cm-root",
+                    "issuer.cert-manager.io/dx-admission-cm-selfsigned",
+                ],
+                "{out}"
+            );
         }
         let (ok, _, err) = helm(env, &["uninstall", release, "--namespace", &namespace]);
         assert!(ok, "{err}");

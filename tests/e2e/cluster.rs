@@ -16,8 +16,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 /// The pinned releases. Changing one rebuilds into a new cache directory.
 pub const KUBERNETES: &str = "v1.32.13";
 pub const HELM: &str = "v4.3.1";
-/// cert-manager's CRDs, read from its Go module, so the chart's cert-manager mode can be installed.
-pub const CERT_MANAGER: &str = "v1.21.2";
+/// cert-manager's controller and cainjector, and its CRDs from the same module: the last line
+/// whose root module still holds `cmd/controller` and `cmd/cainjector`.
+pub const CERT_MANAGER: &str = "v1.11.5";
+const CERT_MANAGER_VERSION_FLAGS: &str = "-X github.com/cert-manager/cert-manager/pkg/util.AppVersion=v1.11.5";
 /// The simulated nodes' kubelet, and its stages (how pods, nodes and claims progress).
 pub const KWOK: &str = "v0.8.0";
 /// Simulated nodes, each with room for every DX pod the suite starts.
@@ -40,7 +42,7 @@ const KUBE_VERSION_FLAGS: &str = "-X k8s.io/component-base/version.gitVersion=v1
      -X k8s.io/client-go/pkg/version.gitVersion=v1.32.13 -X k8s.io/client-go/pkg/version.gitMajor=1 \
      -X k8s.io/client-go/pkg/version.gitMinor=32";
 
-const TOOLS: [Tool; 7] = [
+const TOOLS: [Tool; 9] = [
     Tool { name: "etcd", module_dir: "kube", package: "go.etcd.io/etcd/server/v3", release: KUBERNETES, ldflags: "" },
     Tool {
         name: "kube-apiserver",
@@ -72,6 +74,20 @@ const TOOLS: [Tool; 7] = [
     },
     Tool { name: "helm", module_dir: "helm", package: "helm.sh/helm/v4/cmd/helm", release: HELM, ldflags: "" },
     Tool { name: "kwok", module_dir: "kwok", package: "sigs.k8s.io/kwok/cmd/kwok", release: KWOK, ldflags: "" },
+    Tool {
+        name: "cert-manager-controller",
+        module_dir: "cert-manager",
+        package: "github.com/cert-manager/cert-manager/cmd/controller",
+        release: CERT_MANAGER,
+        ldflags: CERT_MANAGER_VERSION_FLAGS,
+    },
+    Tool {
+        name: "cert-manager-cainjector",
+        module_dir: "cert-manager",
+        package: "github.com/cert-manager/cert-manager/cmd/cainjector",
+        release: CERT_MANAGER,
+        ldflags: CERT_MANAGER_VERSION_FLAGS,
+    },
 ];
 
 /// Bumped when the way tools are built changes, so cached builds are redone.
@@ -90,6 +106,8 @@ pub struct Binaries {
     pub scheduler: PathBuf,
     pub helm: PathBuf,
     pub kwok: PathBuf,
+    pub cert_manager_controller: PathBuf,
+    pub cert_manager_cainjector: PathBuf,
 }
 
 /// Where built tools are kept: `$DX_E2E_CACHE`, else `.cache/e2e/` in the repository (ignored).
@@ -142,6 +160,8 @@ pub fn ensure_binaries() -> Result<Binaries, String> {
         scheduler: next(),
         helm: next(),
         kwok: next(),
+        cert_manager_controller: next(),
+        cert_manager_cainjector: next(),
     })
 }
 
@@ -157,16 +177,35 @@ fn module_dir(module: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(info["Dir"].as_str().ok_or_else(|| format!("go mod download {module}: {info}"))?))
 }
 
-/// The CRD manifests of cert-manager's cert-manager.io group, from the pinned module.
-pub fn cert_manager_crds() -> Result<Vec<PathBuf>, String> {
+/// cert-manager's CRDs from the pinned module (they are Helm templates there: their template
+/// labels are dropped), as manifests for `kubectl apply`.
+pub fn cert_manager_crds() -> Result<Vec<String>, String> {
     let dir = module_dir(&format!("github.com/cert-manager/cert-manager@{CERT_MANAGER}"))?.join("deploy/crds");
-    let mut crds: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("cert-manager.io_")))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
-    crds.sort();
-    Ok(crds)
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut in_labels = false;
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    if *line == "  labels:" {
+                        in_labels = true;
+                    } else if !line.starts_with("    ") {
+                        in_labels = false;
+                    }
+                    !in_labels
+                })
+                .collect();
+            Ok(kept.join("\n") + "\n")
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -413,7 +452,7 @@ impl Cluster {
             if statuses.split_whitespace().filter(|s| *s == "True").count() == NODES.len()
                 && service_account.status.success()
             {
-                return Ok(());
+                return self.start_cert_manager();
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -440,6 +479,39 @@ impl Cluster {
                 self.server
             ),
         );
+    }
+
+    /// Installs cert-manager's CRDs and starts its controller and cainjector (the webhook is not
+    /// needed: the API server validates the objects by the CRDs' schemas).
+    fn start_cert_manager(&mut self) -> Result<(), String> {
+        for crd in cert_manager_crds()? {
+            let applied = self.kubectl(&["apply", "--server-side", "-f", "-"], Some(&crd));
+            if !applied.status.success() {
+                return Err(format!("cert-manager CRDs: {:?}", text(&applied)));
+            }
+        }
+        let established = self.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"], None);
+        if !established.status.success() {
+            return Err(format!("cert-manager CRDs not established: {:?}", text(&established)));
+        }
+        let path = |name: &str| self.dir.path().join(name);
+        let log = |name: &str| std::fs::File::create(path(name)).map(Stdio::from).map_err(|e| e.to_string());
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut controller = Command::new(&self.bins.cert_manager_controller);
+        controller
+            .args([&kubeconfig, "--leader-elect=false", "--cluster-resource-namespace=kube-system"])
+            .arg(format!("--metrics-listen-address=127.0.0.1:{}", free_port()))
+            .stdout(log("cert-manager-controller.log")?)
+            .stderr(log("cert-manager-controller.log")?);
+        let mut cainjector = Command::new(&self.bins.cert_manager_cainjector);
+        cainjector
+            .args([&kubeconfig, "--leader-elect=false"])
+            .stdout(log("cert-manager-cainjector.log")?)
+            .stderr(log("cert-manager-cainjector.log")?);
+        for (name, mut command) in [("cert-manager controller", controller), ("cert-manager cainjector", cainjector)] {
+            self.controllers.push(command.spawn().map_err(|e| format!("{name}: {e}"))?);
+        }
+        Ok(())
     }
 
     /// Runs kubectl against the cluster.

@@ -7,6 +7,7 @@
 mod common;
 
 mod capture;
+mod cert_manager;
 mod chart;
 mod cluster;
 mod drain;
@@ -694,6 +695,8 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         release::the_dx_example_release_installs_and_every_pod_turns_ready,
         release::helm_upgrade_of_a_config_map_and_its_deployment_rolls_once,
         release::helm_rollback_scales_the_previous_replica_set_back_up,
+        cert_manager::cert_manager_issues_injects_and_renews_under_load,
+        cert_manager::a_ca_roll_by_cert_manager_fails_no_request,
     ]
 }
 

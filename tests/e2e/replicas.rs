@@ -7,7 +7,7 @@
 //! endpoints.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -28,22 +28,203 @@ pub const DEBOUNCE: Duration = Duration::from_secs(5);
 
 /// The chart's replicas, keyed by identity (the pod name the chart passes).
 pub struct Fleet {
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// The Deployment's container args, its paths moved into each replica's directory.
     args: Vec<String>,
     pub relay: Relay,
     /// The ServiceAccount's token.
     pub kubeconfig: PathBuf,
     pub replicas: BTreeMap<String, Running>,
+    /// cert-manager mode: the serving Secret, projected into every replica's directory.
+    pub projection: Option<Projection>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(projection) = &self.projection {
+            projection.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// The serving Secret as the kubelet projects it into a pod: every replica's directory gets
+/// its keys as files, and each change of the Secret swaps `..data` to a new generation.
+pub struct Projection {
+    state: std::sync::Arc<std::sync::Mutex<Projected>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A Secret's keys and decoded values.
+type SecretFiles = Vec<(String, Vec<u8>)>;
+
+#[derive(Default)]
+struct Projected {
+    resource_version: String,
+    files: SecretFiles,
+    mounts: Vec<crate::common::SecretMount>,
+    /// Per mount directory, the index in `serials` of the certificate it was mounted with.
+    mounted_at: BTreeMap<PathBuf, usize>,
+    /// The serial of each `tls.crt` projected, in order.
+    serials: Vec<String>,
+}
+
+/// The Secret `name` in [`NAMESPACE`]: its resourceVersion and its keys, decoded.
+fn read_secret(env_kubectl: &Path, kubeconfig: &Path, name: &str) -> Option<(String, SecretFiles)> {
+    let output = crate::cluster::run_kubectl(
+        env_kubectl,
+        kubeconfig,
+        &["get", "secret", name, "-n", NAMESPACE, "-o", "json"],
+        None,
+    );
+    if !output.status.success() {
+        return None;
+    }
+    let secret: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let files = secret["data"]
+        .as_object()?
+        .iter()
+        .map(|(k, v)| {
+            (k.clone(), base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap())
+        })
+        .collect();
+    Some((secret["metadata"]["resourceVersion"].as_str()?.to_owned(), files))
+}
+
+impl Projection {
+    /// Waits for the serving Secret (cert-manager issues it) and follows it every 200 ms.
+    fn start(env: &Env) -> Self {
+        let (kubectl, kubeconfig) = (env.cluster.bins.kubectl.clone(), env.cluster.kubeconfig.clone());
+        let secret = format!("{RELEASE}-tls");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (resource_version, files) = loop {
+            if let Some(read) =
+                read_secret(&kubectl, &kubeconfig, &secret).filter(|(_, f)| f.iter().any(|(k, _)| k == "tls.crt"))
+            {
+                break read;
+            }
+            assert!(Instant::now() < deadline, "cert-manager issued no {secret} within 60s");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let serials = vec![serial_of_files(&files)];
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Projected {
+            resource_version,
+            files,
+            mounts: Vec::new(),
+            mounted_at: BTreeMap::new(),
+            serials,
+        }));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (follow, halt) = (std::sync::Arc::clone(&state), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some((version, files)) = read_secret(&kubectl, &kubeconfig, &secret) {
+                    let mut state = follow.lock().unwrap();
+                    if version != state.resource_version {
+                        let as_refs: Vec<(&str, &[u8])> =
+                            files.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                        for mount in &mut state.mounts {
+                            mount.swap_files(&as_refs);
+                        }
+                        state.serials.push(serial_of_files(&files));
+                        state.resource_version = version;
+                        state.files = files;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Self { state, stop }
+    }
+
+    /// Projects the Secret into `dir` from now on.
+    fn mount(&self, dir: &Path) {
+        let mut state = self.state.lock().unwrap();
+        let as_refs: Vec<(&str, &[u8])> = state.files.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let mount = crate::common::SecretMount::of_files(dir, &as_refs);
+        state.mounts.push(mount);
+        let current = state.serials.len() - 1;
+        state.mounted_at.insert(dir.to_owned(), current);
+    }
+
+    /// The serials projected into replica `identity`'s directory, from the one it started with.
+    pub fn serials_of(&self, fleet_dir: &Path, identity: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        let from = state.mounted_at[&fleet_dir.join(identity).join("etc/tls")];
+        state.serials[from..].to_vec()
+    }
+
+    /// The serials of the serving certificates projected so far, in order.
+    pub fn serials(&self) -> Vec<String> {
+        self.state.lock().unwrap().serials.clone()
+    }
+
+    /// `tls.crt` of the Secret as last projected (the chain).
+    pub fn tls_crt(&self) -> String {
+        tls_crt_of(&self.state.lock().unwrap().files)
+    }
+}
+
+fn tls_crt_of(files: &[(String, Vec<u8>)]) -> String {
+    let cert = files.iter().find(|(k, _)| k == "tls.crt").map(|(_, v)| v.clone()).unwrap_or_default();
+    String::from_utf8(cert).unwrap()
+}
+
+fn serial_of_files(files: &[(String, Vec<u8>)]) -> String {
+    crate::common::serial_of_pem(&tls_crt_of(files))
 }
 
 impl Fleet {
-    /// Starts replica `identity` as a pod of the chart's Deployment would run: its own empty
-    /// certificate directory, the policy and checksum key files the volumes hold.
-    fn start(&mut self, identity: &str, policy: &str, key: &[u8]) {
+    /// Installs the chart as [`RELEASE`] with `values` (`--set` lists) and the Service pointed
+    /// at a new relay, and takes a token for its ServiceAccount. No replica runs yet. The
+    /// suite's own replica and registrations (of the same names) go first.
+    pub async fn install(env: &mut Env, values: &[&str]) -> Self {
+        if let Some(server) = env.webhook.take().and_then(|webhook| webhook.server) {
+            server.shutdown().await;
+        }
+        for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
+            let (ok, _, err) = env.kubectl(&["delete", kind, RELEASE, "--ignore-not-found"]);
+            assert!(ok, "{err}");
+        }
+        let relay = Relay::round_robin(Vec::new()).await;
+        let service = format!("service.externalName=127.0.0.1,service.port={}", relay.addr.port());
+        let mut args = vec!["install", RELEASE, chart::CHART, "--namespace", NAMESPACE, "--create-namespace"];
+        args.extend(["--wait=hookOnly", "--set", &service]);
+        for value in values {
+            args.extend(["--set", value]);
+        }
+        let (ok, out, err) = chart::helm(env, &args);
+        assert!(ok, "{out}{err}");
+        let args = deployment_args(env);
+        let self_managed = args.iter().any(|a| a == "--self-managed-certs");
+        let dir =
+            env.cluster.dir.path().join(if self_managed { "replicas-self-managed" } else { "replicas-cert-manager" });
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ok, token, err) = env.kubectl(&[
+            "create",
+            "token",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--duration=2h",
+            "--audience=https://kubernetes.default.svc",
+        ]);
+        assert!(ok, "{err}");
+        let kubeconfig = dir.join("kubeconfig");
+        env.cluster.token_kubeconfig(&kubeconfig, token.trim());
+        let projection = (!self_managed).then(|| Projection::start(env));
+        Self { dir, args, relay, kubeconfig, replicas: BTreeMap::new(), projection }
+    }
+
+    /// Starts replica `identity` as a pod of the chart's Deployment would run: its certificate
+    /// directory (empty in self-managed mode, the projected Secret in cert-manager mode), the
+    /// policy and checksum key files the volumes hold.
+    pub fn start(&mut self, identity: &str, policy: &str, key: &[u8]) {
         let dir = self.dir.join(identity);
         for sub in ["etc/tls", "etc/policy", "etc/checksum"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        if let Some(projection) = &self.projection {
+            projection.mount(&dir.join("etc/tls"));
         }
         std::fs::write(dir.join("etc/policy/policy.yaml"), policy).unwrap();
         std::fs::write(dir.join("etc/checksum/key"), key).unwrap();
@@ -62,7 +243,7 @@ impl Fleet {
     }
 
     /// Stops replica `identity` with SIGKILL (no drain, the Lease is not released).
-    fn kill(&mut self, identity: &str) {
+    pub fn kill(&mut self, identity: &str) {
         let mut running = self.replicas.remove(identity).expect("a running replica");
         self.route();
         running.child.kill().unwrap();
@@ -76,7 +257,7 @@ impl Fleet {
 }
 
 /// The files the chart's volumes hold: its policy ConfigMap and its checksum key Secret.
-fn volume_files(env: &Env) -> (String, Vec<u8>) {
+pub fn volume_files(env: &Env) -> (String, Vec<u8>) {
     let (ok, policy, err) = env.kubectl(&[
         "get",
         "configmap",
@@ -123,14 +304,25 @@ fn deployment_args(env: &Env) -> Vec<String> {
 }
 
 /// The caBundle of the chart's configuration of `kind`, decoded.
-fn ca_bundle(env: &Env, kind: &str) -> String {
+pub fn ca_bundle(env: &Env, kind: &str) -> String {
     let (_, out, _) = env.kubectl(&["get", kind, RELEASE, "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"]);
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(out.trim()).unwrap_or_default())
         .unwrap_or_default()
 }
 
+/// Waits (at most 60 s) until both of the chart's webhook configurations trust exactly `ca`.
+pub async fn both_bundles_become(env: &Env, ca: &str) -> bool {
+    eventually(Duration::from_secs(60), || {
+        let done = ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"]
+            .iter()
+            .all(|kind| ca_bundle(env, kind) == ca);
+        async move { done }
+    })
+    .await
+}
+
 /// Who holds the rollout Lease.
-fn lease_holder(env: &Env) -> String {
+pub fn lease_holder(env: &Env) -> String {
     let (_, out, _) = env.kubectl(&[
         "get",
         "lease",
@@ -156,49 +348,10 @@ fn as_chart(env: &Env, args: &[&str]) -> (bool, String, String) {
 /// through the chart's webhook configurations — both of them, stamping the same checksums — and
 /// the token cannot do what the chart does not grant.
 pub async fn the_chart_runs_two_replicas_with_its_own_identity(env: &mut Env) {
-    // The suite's own replica and registrations (same names) go: the chart's take their place.
-    if let Some(server) = env.webhook.take().and_then(|webhook| webhook.server) {
-        server.shutdown().await;
-    }
-    for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
-        let (ok, _, err) = env.kubectl(&["delete", kind, RELEASE, "--ignore-not-found"]);
-        assert!(ok, "{err}");
-    }
-    let relay = Relay::round_robin(Vec::new()).await;
-    let (ok, out, err) = chart::helm(
-        env,
-        &[
-            "install",
-            RELEASE,
-            chart::CHART,
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--wait=hookOnly",
-            "--set",
-            "certificates.mode=self-managed,service.externalName=127.0.0.1",
-            "--set",
-            &format!("service.port={},rollout.debounce={}s", relay.addr.port(), DEBOUNCE.as_secs()),
-        ],
-    );
-    assert!(ok, "{out}{err}");
-    let dir = env.cluster.dir.path().join("replicas");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ok, token, err) = env.kubectl(&[
-        "create",
-        "token",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "--duration=2h",
-        "--audience=https://kubernetes.default.svc",
-    ]);
-    assert!(ok, "{err}");
-    let kubeconfig = dir.join("kubeconfig");
-    env.cluster.token_kubeconfig(&kubeconfig, token.trim());
-    let args = deployment_args(env);
+    let mut fleet =
+        Fleet::install(env, &["certificates.mode=self-managed", &format!("rollout.debounce={}s", DEBOUNCE.as_secs())])
+            .await;
     let (policy, key) = volume_files(env);
-    let mut fleet = Fleet { dir, args, relay, kubeconfig, replicas: BTreeMap::new() };
     for identity in ["dx-admission-a", "dx-admission-b"] {
         fleet.start(identity, &policy, &key);
     }
@@ -209,13 +362,7 @@ pub async fn the_chart_runs_two_replicas_with_its_own_identity(env: &mut Env) {
         env.kubectl(&["get", "secret", &format!("{RELEASE}-tls"), "-n", NAMESPACE, "-o", "jsonpath={.data.ca\\.crt}"]);
     assert!(ok, "{err}");
     let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(stored.trim()).unwrap()).unwrap();
-    let published = eventually(Duration::from_secs(30), || {
-        let done = ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"]
-            .iter()
-            .all(|kind| ca_bundle(env, kind) == ca);
-        async move { done }
-    });
-    assert!(published.await, "both configurations trust the replicas' CA");
+    assert!(both_bundles_become(env, &ca).await, "both configurations trust the replicas' CA");
     let leader = eventually(Duration::from_secs(30), || {
         let holder = lease_holder(env);
         async move { holder == "dx-admission-a" || holder == "dx-admission-b" }

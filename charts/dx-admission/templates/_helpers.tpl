@@ -65,9 +65,14 @@ objectSelector:
 {{- end -}}
 
 {{/* cert-manager injects the CA into the webhook configurations from this Certificate. */}}
+{{/* The CA the cainjector publishes: the chart's root, or the CA of an issuer given by issuerRef. */}}
 {{- define "dx-admission.caInjection" -}}
 {{- if eq .Values.certificates.mode "cert-manager" }}
 annotations:
+  {{- if .Values.certificates.certManager.issuerRef }}
   cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "dx-admission.fullname" . }}
+  {{- else }}
+  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "dx-admission.fullname" . }}-root
+  {{- end }}
 {{- end }}
 {{- end -}}
