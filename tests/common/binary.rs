@@ -91,7 +91,13 @@ pub fn serve_with_env(dir: &std::path::Path, args: &[&str], variables: &[(&str, 
 
 /// Waits (at most 10 s) for the process to exit after SIGTERM, and checks it exited with 0.
 pub async fn exits_cleanly_after_the_drain(running: &mut Running) {
-    let exited = eventually(Duration::from_secs(10), || {
+    exits_cleanly_within(running, Duration::from_secs(10)).await;
+}
+
+/// Waits (at most `timeout`: a pod's termination grace period) for the process to exit after
+/// SIGTERM, and checks it exited with 0.
+pub async fn exits_cleanly_within(running: &mut Running, timeout: Duration) {
+    let exited = eventually(timeout, || {
         let done = matches!(running.child.try_wait(), Ok(Some(_)));
         async move { done }
     })
