@@ -162,28 +162,15 @@ async fn schema_changes_are_picked_up_and_a_broken_set_is_refused_whole() {
 }
 
 /// The bundled schemas as a ConfigMap holds them: flat keys, `/` written as `__`.
-fn flat_schemas(dir: &std::path::Path, prefix: &str, into: &mut Vec<(String, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
-        if entry.file_type().unwrap().is_dir() {
-            flat_schemas(&entry.path(), &format!("{name}__"), into);
-        } else {
-            into.push((name, std::fs::read(entry.path()).unwrap()));
-        }
-    }
-}
-
 /// Schemas mounted from a ConfigMap (the chart's `schemas.configMap`): flat `__` names, and an
 /// update arrives as the kubelet's `..data` swap. The swap is picked up; a swap to a broken set is
 /// refused and the last good set keeps judging.
 #[tokio::test]
 async fn schemas_mounted_from_a_configmap_reload_on_the_data_swap() {
     let temp = tempfile::tempdir().unwrap();
-    let mut files = Vec::new();
-    flat_schemas(&common::repo().join("schemas"), "", &mut files);
+    let files = common::flat_schemas(&common::repo().join("schemas"));
     assert!(files.iter().any(|(name, _)| name == "v2__configmap__core.json"), "flat names");
-    let mut mount = common::SecretMount::of_files(temp.path(), &borrowed(&files));
+    let mut mount = common::SecretMount::of_files(temp.path(), &common::borrowed(&files));
     let dir = temp.path().to_owned();
     let server = TestServer::start_with(move |config| config.schemas = dir).await;
     let review = review("CREATE", Some(&config_with_cache_entries("5000")), None);
@@ -197,7 +184,7 @@ async fn schemas_mounted_from_a_configmap_reload_on_the_data_swap() {
             *content = text.replace("\"dxMaximum\": 1000000", "\"dxMaximum\": 2000").into_bytes();
         }
     }
-    mount.swap_files(&borrowed(&tightened));
+    mount.swap_files(&common::borrowed(&tightened));
     let denied = eventually(WAIT, || async { server.validate(&review).await["allowed"] == false }).await;
     assert!(denied, "the swapped-in schemas are in force");
 
@@ -207,15 +194,11 @@ async fn schemas_mounted_from_a_configmap_reload_on_the_data_swap() {
             *content = b"{ not json".to_vec();
         }
     }
-    mount.swap_files(&borrowed(&broken));
+    mount.swap_files(&common::borrowed(&broken));
     let refused = eventually(WAIT, || async {
         server.metric("dx_admission_schema_reloads_total{result=\"failed\"}").await >= 1.0
     })
     .await;
     assert!(refused, "the broken set is refused");
     assert_eq!(server.validate(&review).await["allowed"], false, "the last good set keeps judging");
-}
-
-fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
-    files.iter().map(|(name, content)| (name.as_str(), content.as_slice())).collect()
 }

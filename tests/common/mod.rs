@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod docker;
 pub mod load;
 
 use std::net::SocketAddr;
@@ -56,6 +57,40 @@ impl Pki {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+}
+
+/// A caught panic as a libtest failure of the harnesses of our own (e2e, image), with its message.
+pub fn failed(panic: Box<dyn std::any::Any + Send>) -> libtest_mimic::Failed {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "the test panicked".into());
+    libtest_mimic::Failed::from(message)
+}
+
+/// The files of a schema directory as a ConfigMap holds them (the chart's `schemas.configMap`):
+/// flat names, `/` written as `__` (`v2__configmap__core.json`).
+pub fn flat_schemas(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &Path, prefix: &str, into: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if entry.file_type().unwrap().is_dir() {
+                walk(&entry.path(), &format!("{name}__"), into);
+            } else {
+                into.push((name, std::fs::read(entry.path()).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files);
+    files
+}
+
+/// `files` as [`SecretMount::of_files`] takes them.
+pub fn borrowed(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    files.iter().map(|(name, content)| (name.as_str(), content.as_slice())).collect()
 }
 
 /// A directory laid out the way Kubernetes mounts a Secret or ConfigMap: the files are symlinks
@@ -233,12 +268,18 @@ where
 
 /// A plain HTTP/1.1 GET.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut sender = http1(TcpStream::connect(addr).await.unwrap()).await;
+    try_http_get(addr, path).await.unwrap_or_else(|| panic!("nothing listens on {addr}"))
+}
+
+/// [`http_get`], or `None` while nothing listens on `addr`.
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let mut sender = http1(stream).await;
     let request = Request::get(path).header("host", addr.to_string()).body(Full::new(Bytes::new())).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// An HTTPS client that trusts one CA.
