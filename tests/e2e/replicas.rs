@@ -120,10 +120,8 @@ impl Projection {
                 if let Some((version, files)) = read_secret(&kubectl, &kubeconfig, &secret) {
                     let mut state = follow.lock().unwrap();
                     if version != state.resource_version {
-                        let as_refs: Vec<(&str, &[u8])> =
-                            files.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
                         for mount in &mut state.mounts {
-                            mount.swap_files(&as_refs);
+                            mount.swap_files(&crate::common::borrowed(&files));
                         }
                         state.serials.push(serial_of_files(&files));
                         state.resource_version = version;
@@ -139,8 +137,7 @@ impl Projection {
     /// Projects the Secret into `dir` from now on.
     fn mount(&self, dir: &Path) {
         let mut state = self.state.lock().unwrap();
-        let as_refs: Vec<(&str, &[u8])> = state.files.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-        let mount = crate::common::SecretMount::of_files(dir, &as_refs);
+        let mount = crate::common::SecretMount::of_files(dir, &crate::common::borrowed(&state.files));
         state.mounts.push(mount);
         let current = state.serials.len() - 1;
         state.mounted_at.insert(dir.to_owned(), current);
