@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod telemetry;
+pub mod update;

@@ -6,3 +6,6 @@ pub const SCHEMA_VERSION: &str = "dx.hcl.com/schema-version";
 pub const ALLOW_DOWNGRADE: &str = "dx.hcl.com/allow-downgrade";
 /// The label that carries a workload's application version.
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
+/// On a DX StatefulSet of core, dam or persistence: the database schema revision its image
+/// migrates to. A change is a persistence schema change (update category P).
+pub const PERSISTENCE_SCHEMA: &str = "dx.hcl.com/persistence-schema";
