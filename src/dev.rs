@@ -146,8 +146,12 @@ pub fn webhook_configurations(base_url: &str, ca_pem: &[u8], selector: &Selector
     let mut validating = vec![validate];
     if guard {
         // Any ConfigMap or Secret may be needed by a DX workload, labelled or not: no object
-        // selector, and Ignore, so an outage never blocks deleting unrelated ones.
-        let rules = vec![rule("", &["DELETE"], &["configmaps", "secrets"])];
+        // selector, and Ignore, so an outage never blocks deleting unrelated ones. Deleted DX
+        // workloads pass here too, to be categorised as removals (R), never refused.
+        let rules = vec![
+            rule("", &["DELETE"], &["configmaps", "secrets"]),
+            rule("apps", &["DELETE"], &["statefulsets", "deployments"]),
+        ];
         validating.push(webhook("guard.dx-admission.hcl.com", "/validate", "Ignore", 5, rules));
     }
     let mut mutate = webhook("mutate.dx-admission.hcl.com", "/mutate", "Fail", 10, vec![workloads()]);

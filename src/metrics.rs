@@ -60,6 +60,14 @@ pub struct WatchLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    /// The DX component, or `unknown` when the object names none this server knows.
+    pub component: &'static str,
+    /// One update category letter: `A`, `C`, `P`, `N` or `R`.
+    pub category: &'static str,
+}
+
 /// Every metric dx-admission exports.
 pub struct Metrics {
     registry: Registry,
@@ -68,6 +76,7 @@ pub struct Metrics {
     pub reviews_in_flight: Gauge,
     pub bad_requests: Family<RejectLabels, Counter>,
     pub findings: Family<FindingLabels, Counter>,
+    pub changes: Family<ChangeLabels, Counter>,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Gauge,
     pub schema_reloads: Family<ResultLabels, Counter>,
@@ -108,6 +117,12 @@ impl Metrics {
         registry.register("bad_requests", "Requests refused before evaluation, by reason", bad_requests.clone());
         let findings = Family::<FindingLabels, Counter>::default();
         registry.register("findings", "Findings reported, by rule id and effective severity", findings.clone());
+        let changes = Family::<ChangeLabels, Counter>::default();
+        registry.register(
+            "changes",
+            "Admitted changes of DX objects (not dry runs), by component and update category",
+            changes.clone(),
+        );
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register("tls_reloads", "Serving certificate reloads, ok or failed", tls_reloads.clone());
         let certificate_expiry = Gauge::default();
@@ -163,6 +178,7 @@ impl Metrics {
             reviews_in_flight,
             bad_requests,
             findings,
+            changes,
             tls_reloads,
             certificate_expiry,
             schema_reloads,

@@ -94,11 +94,65 @@ async fn warnings_and_audits_ride_on_allowed_answers() {
             "spec.template.spec.containers[0].readinessProbe: container \"ring-api\" has no readiness probe [readiness-probe]"
         ])
     );
-    assert_eq!(answer["auditAnnotations"], json!({"findings": "image-pinned spec.template.spec.containers[0].image"}));
+    assert_eq!(
+        answer["auditAnnotations"],
+        json!({"findings": "image-pinned spec.template.spec.containers[0].image", "update-category": "N"})
+    );
     for warning in answer["warnings"].as_array().unwrap() {
         assert!(warning.as_str().unwrap().chars().count() <= 120);
     }
     assert_eq!(server.metric("dx_admission_findings_total{rule=\"image-pinned\",severity=\"audit\"}").await, 1.0);
+}
+
+/// Every admitted change of a DX object carries its update categories in the audit annotation
+/// `update-category` and in `dx_admission_changes_total`; a denial and a dry run count nothing.
+#[tokio::test]
+async fn admitted_changes_carry_their_update_categories() {
+    let server = TestServer::start().await;
+    let core = example("valid", "core.yaml");
+    let mut upgraded = core.clone();
+    upgraded["metadata"]["labels"]["app.kubernetes.io/version"] = json!("95.226.0");
+    upgraded["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hcl/dx/core:95_CF226");
+    let mut reconfigured = upgraded.clone();
+    reconfigured["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("8Gi");
+    let mut migrating = core.clone();
+    migrating["metadata"]["annotations"] = json!({"dx.hcl.com/persistence-schema": "2026.12"});
+    let config = example("valid", "configmaps.yaml");
+    let mut changed_config = config.clone();
+    changed_config["data"]["log.level"] = json!("debug");
+    let cases = [
+        ("CREATE", Some(&core), None, Some("N")),
+        ("UPDATE", Some(&upgraded), Some(&core), Some("A")),
+        ("UPDATE", Some(&reconfigured), Some(&core), Some("A,C")),
+        ("UPDATE", Some(&migrating), Some(&core), Some("P")),
+        ("UPDATE", Some(&core), Some(&core), None),
+        ("UPDATE", Some(&changed_config), Some(&config), Some("C")),
+        ("DELETE", None, Some(&core), Some("R")),
+        ("DELETE", None, Some(&config), Some("R")),
+    ];
+    for (operation, object, old, expected) in cases {
+        let answer = server.validate(&review(operation, object, old)).await;
+        assert_eq!(answer["allowed"], true, "{operation}: {answer}");
+        assert_eq!(answer["auditAnnotations"]["update-category"].as_str(), expected, "{operation}: {answer}");
+    }
+    let mut dry_run = review("UPDATE", Some(&upgraded), Some(&core));
+    dry_run["request"]["dryRun"] = json!(true);
+    assert_eq!(server.validate(&dry_run).await["auditAnnotations"]["update-category"], "A");
+    let mut broken = upgraded.clone();
+    broken["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hcl/dx/core:latest");
+    let denied = server.validate(&review("UPDATE", Some(&broken), Some(&core))).await;
+    assert_eq!((denied["allowed"].as_bool(), denied.get("auditAnnotations")), (Some(false), None));
+    for (series, count) in [
+        ("dx_admission_changes_total{component=\"core\",category=\"N\"}", 1.0),
+        ("dx_admission_changes_total{component=\"core\",category=\"A\"}", 2.0),
+        ("dx_admission_changes_total{component=\"core\",category=\"C\"}", 1.0),
+        ("dx_admission_changes_total{component=\"core\",category=\"P\"}", 1.0),
+        ("dx_admission_changes_total{component=\"core\",category=\"R\"}", 1.0),
+        ("dx_admission_changes_total{component=\"global\",category=\"C\"}", 1.0),
+        ("dx_admission_changes_total{component=\"global\",category=\"R\"}", 1.0),
+    ] {
+        assert_eq!(server.metric(series).await, count, "{series}");
+    }
 }
 
 #[tokio::test]

@@ -13,8 +13,11 @@ use serde::Serialize;
 use super::Decoded;
 use crate::policy::{Evaluation, Severity};
 
-/// The audit annotation key (the API server prefixes it with the webhook's name).
+/// The audit annotation keys (the API server prefixes them with the webhook's name). Public API:
+/// documented in `docs/annotations.md`.
 pub const AUDIT_FINDINGS: &str = "findings";
+/// On admitted changes of DX objects: their update categories, e.g. `A,C`.
+pub const AUDIT_UPDATE_CATEGORY: &str = "update-category";
 
 /// The answer to a review.
 pub fn respond(decoded: &Decoded, evaluation: &Evaluation) -> AdmissionResponse {
@@ -29,6 +32,9 @@ pub fn respond(decoded: &Decoded, evaluation: &Evaluation) -> AdmissionResponse 
         response.audit_annotations.insert(AUDIT_FINDINGS.to_owned(), audited.join("; "));
     }
     let Some(message) = evaluation.denial_message() else {
+        if !evaluation.categories.is_empty() {
+            response.audit_annotations.insert(AUDIT_UPDATE_CATEGORY.to_owned(), evaluation.categories.to_string());
+        }
         return response;
     };
     let causes = evaluation

@@ -3,6 +3,7 @@
 use super::{Cluster, SourceKey};
 use crate::checksum::SourceRef;
 use crate::lookup::Lookup;
+use crate::policy::Component;
 use crate::policy::facts::ClusterFacts;
 
 impl ClusterFacts for Cluster {
@@ -13,6 +14,15 @@ impl ClusterFacts for Cluster {
         let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
         let users: Vec<String> = self.workloads.required_by(&key).iter().map(ToString::to_string).collect();
         if users.is_empty() { Lookup::Absent } else { Lookup::Found(users) }
+    }
+
+    fn dx_workloads(&self, namespace: &str, component: Component) -> Lookup<Vec<String>> {
+        if !self.workloads.is_synced() {
+            return Lookup::Unreadable;
+        }
+        let found: Vec<String> =
+            self.workloads.of_component(namespace, component).iter().map(ToString::to_string).collect();
+        if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) }
     }
 
     fn unreadable_because(&self) -> &'static str {

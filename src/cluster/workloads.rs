@@ -15,8 +15,8 @@ use kube::runtime::reflector::Store;
 use super::cache::SourceKey;
 use crate::checksum::patch::is_checksum_key;
 use crate::checksum::{SourceRef, Usage, references};
-use crate::policy::PodTemplate;
 use crate::policy::settings::Selector;
+use crate::policy::{Component, PodTemplate};
 
 /// On a workload: `"true"` opts any workload in to checksums and rollouts, `"false"` opts a DX
 /// workload out.
@@ -133,6 +133,28 @@ impl Workloads {
                 Some((WorkloadKey::of(w.as_ref()), usage))
             })
             .collect()
+    }
+
+    /// The DX workloads of a component in a namespace, sorted.
+    pub fn of_component(&self, namespace: &str, component: Component) -> Vec<WorkloadKey> {
+        let selected = |meta: &ObjectMeta| {
+            meta.namespace.as_deref() == Some(namespace)
+                && self.selector.selects(meta)
+                && meta.labels.as_ref().and_then(|l| l.get(&self.selector.component_label)).map(String::as_str)
+                    == Some(component.as_str())
+        };
+        let mut found: Vec<WorkloadKey> = self
+            .stateful_sets
+            .state()
+            .iter()
+            .filter(|w| selected(&w.metadata))
+            .map(|w| WorkloadKey::of(w.as_ref()))
+            .collect();
+        found.extend(
+            self.deployments.state().iter().filter(|w| selected(&w.metadata)).map(|w| WorkloadKey::of(w.as_ref())),
+        );
+        found.sort();
+        found
     }
 
     /// Workloads that cannot start without the source (references without `optional: true`).

@@ -4,12 +4,15 @@
 use super::annotations::SCHEMA_VERSION;
 use super::facts::{ClusterFacts, OFFLINE};
 use super::finding::{Finding, Judged};
+use super::object::Component;
 use super::object::{Identity, Object, ResourceKind};
 use super::operation::Operation;
 use super::rules::{Context, Findings, RULES, Rule};
 use super::schema::{SchemaSet, VersionLookup};
 use super::settings::{Settings, Severity};
 use super::verdict::Verdict;
+use crate::lookup::Lookup;
+use crate::update::{Categories, Checksums, ComponentBefore, compare};
 
 /// What the evaluation is configured with and may know: settings, the current schema set, and
 /// the cluster facts rules read.
@@ -47,12 +50,16 @@ pub struct Evaluation {
     pub operation: Operation,
     /// Whether the object is a DX object at all.
     pub dx: bool,
+    /// The DX component it names, when it names a known one.
+    pub component: Option<Component>,
     /// The schema version the object was checked under (`None` when it names an unknown one).
     pub schema_version: Option<String>,
     /// The version the object asked for, when it is not loaded.
     pub unknown_schema_version: Option<String>,
     /// Findings in catalogue order, each with its effective severity.
     pub findings: Vec<Judged>,
+    /// The update categories of the change (DX objects only).
+    pub categories: Categories,
 }
 
 impl Default for Evaluation {
@@ -62,9 +69,11 @@ impl Default for Evaluation {
             object_name: String::new(),
             operation: Operation::Create,
             dx: false,
+            component: None,
             schema_version: None,
             unknown_schema_version: None,
             findings: Vec::new(),
+            categories: Categories::default(),
         }
     }
 }
@@ -143,9 +152,11 @@ pub(crate) fn evaluate_rules(rules: &[Rule], policy: Policy<'_>, review: Review<
         (true, VersionLookup::Found(v)) => (Some(v.name.clone()), None),
         (true, VersionLookup::Unknown { requested }) => (None, Some((*requested).to_owned())),
     };
+    let categories = if dx { categorise(policy.facts, review, object, component) } else { Categories::default() };
     let ctx = Context {
         object,
         old,
+        categories,
         namespace: review.namespace,
         object_name: &object_name,
         component_label,
@@ -173,10 +184,39 @@ pub(crate) fn evaluate_rules(rules: &[Rule], policy: Policy<'_>, review: Review<
         object_name,
         operation: review.operation,
         dx,
+        component,
         schema_version,
         unknown_schema_version,
         findings,
+        categories,
     }
+}
+
+/// The categories of a reviewed change. A created workload is a new application (N) unless the
+/// workload index knows another workload of its component in the namespace.
+fn categorise(
+    facts: &dyn ClusterFacts,
+    review: Review<'_>,
+    subject: &Object,
+    component: Option<Component>,
+) -> Categories {
+    let before = match (review.operation, component) {
+        (Operation::Create, Some(component)) => match facts.dx_workloads(review.namespace, component) {
+            Lookup::Found(workloads) => {
+                let this = format!("{} {}", subject.kind(), qualified_name(review.namespace, subject.name()));
+                if workloads.iter().any(|w| *w != this) { ComponentBefore::Present } else { ComponentBefore::Absent }
+            }
+            Lookup::Absent | Lookup::Unreadable => ComponentBefore::Absent,
+        },
+        _ => ComponentBefore::Present,
+    };
+    let (old, new) = match review.operation {
+        Operation::Create => (None, Some(subject)),
+        Operation::Update => (review.old_object, Some(subject)),
+        Operation::Delete => (Some(subject), None),
+        Operation::Connect => return Categories::default(),
+    };
+    compare(old, new, component, before, Checksums::Counted).categories
 }
 
 fn qualified_name(namespace: &str, name: &str) -> String {

@@ -6,6 +6,7 @@
 //! A new fact is a method here, an answer in each implementation (the server's in
 //! `src/cluster/facts.rs`), and a [`Fact`] for the catalogue.
 
+use super::object::Component;
 use crate::checksum::SourceRef;
 use crate::lookup::Lookup;
 
@@ -14,6 +15,10 @@ pub trait ClusterFacts: Sync {
     /// The workloads of `namespace` that cannot start without `source` (references without
     /// `optional: true`), as `Kind namespace/name`, sorted. `Absent` when none does.
     fn workloads_requiring(&self, namespace: &str, source: &SourceRef) -> Lookup<Vec<String>>;
+
+    /// The DX workloads of `component` in `namespace`, as `Kind namespace/name`, sorted. `Absent`
+    /// when there is none.
+    fn dx_workloads(&self, namespace: &str, component: Component) -> Lookup<Vec<String>>;
 
     /// Why facts are unreadable here, for the finding that says so (`not judged: ...`).
     fn unreadable_because(&self) -> &'static str;
@@ -43,6 +48,10 @@ pub const OFFLINE: NoCluster = NoCluster("no cluster is connected");
 
 impl ClusterFacts for NoCluster {
     fn workloads_requiring(&self, _: &str, _: &SourceRef) -> Lookup<Vec<String>> {
+        Lookup::Unreadable
+    }
+
+    fn dx_workloads(&self, _: &str, _: Component) -> Lookup<Vec<String>> {
         Lookup::Unreadable
     }
 

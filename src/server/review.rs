@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::{AppState, body, mutate};
 use crate::admission::respond::{encode, respond};
 use crate::admission::{Decoded, decode};
-use crate::metrics::{Endpoint, EndpointLabels, FindingLabels, ReviewLabels};
+use crate::metrics::{ChangeLabels, Endpoint, EndpointLabels, FindingLabels, ReviewLabels};
 use crate::policy::facts::{ClusterFacts, NoCluster};
 use crate::policy::{Evaluation, Policy, Review, Severity, Verdict, evaluate};
 
@@ -137,6 +137,12 @@ fn record(
             verdict: verdict.as_str(),
         })
         .inc();
+    if response.allowed && !decoded.request.dry_run {
+        let component = evaluation.component.map_or("unknown", |c| c.as_str());
+        for category in evaluation.categories.iter() {
+            metrics.changes.get_or_create(&ChangeLabels { component, category: category.letter() }).inc();
+        }
+    }
     for judged in &evaluation.findings {
         metrics
             .findings
@@ -150,6 +156,7 @@ fn record(
             verdict = verdict.as_str(),
             schema_version = evaluation.schema_version.as_deref().unwrap_or(""),
             rules = %rules.join(","),
+            categories = %evaluation.categories,
             audited,
             patched = response.patch.is_some(),
             "reviewed"

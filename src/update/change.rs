@@ -226,6 +226,14 @@ fn diff(path: &mut Vec<Step>, old: Option<&Value>, new: Option<&Value>, out: &mu
     if old == new {
         return;
     }
+    // Labels and annotations are compared key by key, also when one side has none.
+    let empty = Value::Object(serde_json::Map::new());
+    let in_metadata = path.first().and_then(field) == Some("metadata");
+    let (old, new) = match (old, new) {
+        (None, Some(Value::Object(_))) if in_metadata => (Some(&empty), new),
+        (Some(Value::Object(_)), None) if in_metadata => (old, Some(&empty)),
+        pair => pair,
+    };
     match (old, new) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();

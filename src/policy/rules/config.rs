@@ -41,6 +41,9 @@ mod tests {
             );
             self.0.clone()
         }
+        fn dx_workloads(&self, _: &str, _: crate::policy::Component) -> Lookup<Vec<String>> {
+            Lookup::Unreadable
+        }
         fn unreadable_because(&self) -> &'static str {
             "the workload index has not listed the cluster yet"
         }
