@@ -66,8 +66,9 @@ fn main() {
                 // What /mutate does on a cache hit: discover references, stamp, diff into a patch.
                 let spec = black_box(&object).pod_spec().unwrap();
                 let found = references(spec);
-                let stamp =
-                    stamp_references(&found, "dx", None, |s| digests.get(s).map_or(Lookup::Absent, Lookup::Found));
+                let stamp = stamp_references(&found, "dx", None, dx_admission::checksum::Narrowing::Apply, |s| {
+                    digests.get(s).map_or(Lookup::Absent, Lookup::Found)
+                });
                 black_box(patch(object.template_metadata(), &stamp.annotations));
             }
             mutate.push(start.elapsed());

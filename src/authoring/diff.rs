@@ -297,9 +297,14 @@ mod tests {
             ),
             "{lines:#?}"
         );
-        assert_eq!(changes.len(), 8, "one rename per ConfigMap and the new required key: {lines:#?}");
-        assert!(changes.iter().all(|c| c.class == Class::Breaking));
-        assert!(render("v1", "v2", &changes).ends_with("8 breaking, 0 compatible changes from v1 to v2\n"));
+        assert!(lines.contains(&"ConfigMap global: compatible dam.cdn.url: added".to_owned()), "{lines:#?}");
+        assert_eq!(
+            changes.len(),
+            9,
+            "one rename per ConfigMap, the new required key, the new optional one: {lines:#?}"
+        );
+        assert_eq!(changes.iter().filter(|c| c.class == Class::Breaking).count(), 8);
+        assert!(render("v1", "v2", &changes).ends_with("8 breaking, 1 compatible changes from v1 to v2\n"));
         assert!(diff(&dir, "v2", "v2").unwrap().is_empty());
     }
 

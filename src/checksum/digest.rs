@@ -115,6 +115,9 @@ impl SourceDigest {
         };
         match selection {
             Keys::All => self.entries().for_each(|(k, d)| add(k, Some(d))),
+            Keys::AllExcept(excluded) => {
+                self.entries().filter(|(k, _)| !excluded.contains(*k)).for_each(|(k, d)| add(k, Some(d)))
+            }
             Keys::Some(selected) => selected.iter().for_each(|k| add(k, self.get(k))),
         }
         context.finish().as_ref().try_into().unwrap_or([0; 32])
@@ -161,6 +164,18 @@ mod tests {
         // Adding a selected key that was absent is a change.
         let c = SourceDigest::of_config_map(&config_map(json!({"x": "1", "y": "2", "z": "new"})));
         assert_ne!(a.checksum(&some(&["x", "z"])), c.checksum(&some(&["x", "z"])));
+    }
+
+    #[test]
+    fn excluded_keys_do_not_count_and_excluding_none_is_all() {
+        let a = SourceDigest::of_config_map(&config_map(json!({"log.level": "info", "dam.upload.maxSize": "1Gi"})));
+        let b = SourceDigest::of_config_map(&config_map(json!({"log.level": "info", "dam.upload.maxSize": "2Gi"})));
+        let except = Keys::AllExcept(["dam.upload.maxSize".to_owned()].into());
+        assert_eq!(a.checksum(&except), b.checksum(&except));
+        assert_ne!(a.checksum(&all()), b.checksum(&all()));
+        assert_eq!(a.checksum(&Keys::AllExcept(Default::default())), a.checksum(&all()));
+        // What is left counts like `some` of the remaining keys.
+        assert_eq!(a.checksum(&except), a.checksum(&some(&["log.level"])));
     }
 
     #[test]

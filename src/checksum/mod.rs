@@ -4,9 +4,11 @@
 //! Pure: the data comes in as [`SourceDigest`]s from the cache; nothing here talks to a cluster.
 
 pub mod annotations;
+pub mod consumers;
 pub mod digest;
 pub mod patch;
 pub mod refs;
 
+pub use consumers::{Narrowing, SourceSchema, narrow};
 pub use digest::SourceDigest;
 pub use refs::{Keys, SourceKind, SourceRef, Usage, references};

@@ -12,8 +12,9 @@ use ring::digest;
 use serde_json::Value;
 
 use super::annotations::{AGGREGATE, SOURCE_PREFIX, source_key, source_value};
+use super::consumers::Narrowing;
 use super::digest::{SourceDigest, hex};
-use super::refs::{SourceRef, Usage, references};
+use super::refs::{Keys, SourceRef, Usage, references};
 use crate::lookup::Lookup;
 
 /// The annotations a template should carry, and warnings for required sources that do not exist
@@ -32,24 +33,33 @@ pub fn stamp<'a>(
     current: Option<&BTreeMap<String, String>>,
     lookup: impl FnMut(&SourceRef) -> Lookup<&'a SourceDigest>,
 ) -> Stamp {
-    stamp_references(&references(spec), namespace, current, lookup)
+    stamp_references(&references(spec), namespace, current, Narrowing::Apply, lookup)
 }
 
-/// The same, from references already discovered. A source that is [`Lookup::Unreadable`] keeps
-/// the checksum the template carries for it, so an outage of the API server does not roll pods
-/// by itself.
+/// The same, from references already discovered (and perhaps narrowed, [`super::narrow`]). A
+/// source that is [`Lookup::Unreadable`] keeps the checksum the template carries for it, so an
+/// outage of the API server does not roll pods by itself; with [`Narrowing::KeepCurrentWhole`] a
+/// narrowed source keeps a whole-source checksum the template carries while it is current.
 pub fn stamp_references<'a>(
     references: &BTreeMap<SourceRef, Usage>,
     namespace: &str,
     current: Option<&BTreeMap<String, String>>,
+    narrowing: Narrowing,
     mut lookup: impl FnMut(&SourceRef) -> Lookup<&'a SourceDigest>,
 ) -> Stamp {
     let mut stamp = Stamp::default();
     for (source, usage) in references {
         match lookup(source) {
             Lookup::Found(digest) => {
-                let checksum = digest.checksum(&usage.keys);
-                stamp.annotations.insert(source_key(source), source_value(source.kind, &checksum));
+                let key = source_key(source);
+                let mut value = source_value(source.kind, &digest.checksum(&usage.keys));
+                if narrowing == Narrowing::KeepCurrentWhole && matches!(usage.keys, Keys::AllExcept(_)) {
+                    let whole = source_value(source.kind, &digest.checksum(&Keys::All));
+                    if current.and_then(|annotations| annotations.get(&key)) == Some(&whole) {
+                        value = whole;
+                    }
+                }
+                stamp.annotations.insert(key, value);
             }
             Lookup::Absent if usage.required => stamp.warnings.push(format!(
                 "{} {namespace}/{} does not exist yet; pods will not start until it does",
@@ -176,6 +186,39 @@ mod tests {
         assert!(stamp.annotations["dx.hcl.com/config-checksum"].starts_with("sha256:"));
         // A missing optional source is skipped; a missing required one is a warning.
         assert_eq!(stamp.warnings, ["ConfigMap dx/needed does not exist yet; pods will not start until it does"]);
+    }
+
+    #[test]
+    fn a_narrowed_source_keeps_a_current_whole_checksum_only_when_asked() {
+        let global: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "g"}, "data": {"log.level": "info", "dam.cdn.url": "https://a"}}),
+        )
+        .unwrap();
+        let changed: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "g"}, "data": {"log.level": "info", "dam.cdn.url": "https://b"}}),
+        )
+        .unwrap();
+        let source = SourceRef { kind: SourceKind::ConfigMap, name: "g".into() };
+        let narrowed = BTreeMap::from([(
+            source.clone(),
+            Usage { keys: Keys::AllExcept(["dam.cdn.url".to_owned()].into()), required: true },
+        )]);
+        let key = source_key(&source);
+        let run = |digest: &SourceDigest, current: Option<&BTreeMap<String, String>>, narrowing| {
+            stamp_references(&narrowed, "dx", current, narrowing, |_| Lookup::Found(digest)).annotations[&key].clone()
+        };
+        let (before, after) = (SourceDigest::of_config_map(&global), SourceDigest::of_config_map(&changed));
+        let whole = source_value(SourceKind::ConfigMap, &before.checksum(&Keys::All));
+        let carried = BTreeMap::from([(key.clone(), whole.clone())]);
+        let narrow_value = run(&before, None, Narrowing::Apply);
+        assert_ne!(narrow_value, whole);
+        // Stamped before the schema declared consumers, still current: kept, nothing rolls.
+        assert_eq!(run(&before, Some(&carried), Narrowing::KeepCurrentWhole), whole);
+        assert_eq!(run(&before, Some(&carried), Narrowing::Apply), narrow_value);
+        // Once the source changes, the whole checksum is stale: the narrowed one replaces it, and
+        // it does not move for a change of an excluded key.
+        assert_eq!(run(&after, Some(&carried), Narrowing::KeepCurrentWhole), narrow_value);
+        assert_eq!(run(&after, None, Narrowing::Apply), narrow_value);
     }
 
     #[test]

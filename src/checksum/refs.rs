@@ -33,11 +33,14 @@ impl fmt::Display for SourceRef {
     }
 }
 
-/// Which keys of a source the pod can see.
+/// Which keys of a source the pod can see (or, for `AllExcept`, which of them count).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Keys {
     All,
     Some(BTreeSet<String>),
+    /// Every key but these: the global ConfigMap's keys that its schema says only other
+    /// components use (`dxConsumers`). With none excluded it is exactly `All`.
+    AllExcept(BTreeSet<String>),
 }
 
 /// How a pod template uses one source.

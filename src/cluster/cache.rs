@@ -17,9 +17,10 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::checksum::{SourceDigest, SourceKind, SourceRef};
+use crate::checksum::{SourceDigest, SourceKind, SourceRef, SourceSchema};
 use crate::lookup::Lookup;
 use crate::metrics::{Metrics, ResultLabels};
+use crate::policy::settings::Selector;
 
 /// A source in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,6 +34,8 @@ type Entries = HashMap<String, HashMap<SourceRef, Cached>>;
 
 struct Cached {
     digest: SourceDigest,
+    /// For DX ConfigMaps: what decides their schema (key-level checksums read it).
+    schema: Option<SourceSchema>,
     /// The listing that last saw the source, to drop what a re-listing no longer has.
     listing: u32,
 }
@@ -43,6 +46,7 @@ pub struct ConfigCache {
     secrets_synced: AtomicBool,
     client: Client,
     key: hmac::Key,
+    selector: Selector,
     metrics: Arc<Metrics>,
 }
 
@@ -57,6 +61,7 @@ impl ConfigCache {
     pub fn start(
         client: Client,
         key: &[u8],
+        selector: Selector,
         changes: Sender<SourceKey>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
@@ -67,6 +72,7 @@ impl ConfigCache {
             secrets_synced: AtomicBool::new(false),
             client: client.clone(),
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            selector,
             metrics,
         });
         let watch = Arc::clone(&cache);
@@ -135,7 +141,8 @@ impl ConfigCache {
                 Event::InitApply(object) | Event::Apply(object) => {
                     let key = key_of(&object, kind);
                     let digest = self.digest_of(&object);
-                    let previous = self.insert(&key, digest.clone(), listing, true);
+                    let schema = object.source_schema(&self.selector);
+                    let previous = self.insert(&key, digest.clone(), schema, listing, true);
                     // A source first seen after the first listing is a change too: it was created,
                     // or came back in a re-listing after the API server was unreachable, and
                     // workloads admitted meanwhile may lack its checksum.
@@ -202,7 +209,14 @@ impl ConfigCache {
     }
 
     /// Caches a digest (unless one is cached and `replace` is false); the one it replaces.
-    fn insert(&self, key: &SourceKey, digest: SourceDigest, listing: u32, replace: bool) -> Option<SourceDigest> {
+    fn insert(
+        &self,
+        key: &SourceKey,
+        digest: SourceDigest,
+        schema: Option<SourceSchema>,
+        listing: u32,
+        replace: bool,
+    ) -> Option<SourceDigest> {
         let mut entries = self.entries.write().ok()?;
         let sources = match entries.get_mut(&key.namespace) {
             Some(sources) => sources,
@@ -213,12 +227,17 @@ impl ConfigCache {
         }
         let mut source = key.source.clone();
         source.name.shrink_to_fit();
-        sources.insert(source, Cached { digest, listing }).map(|previous| previous.digest)
+        sources.insert(source, Cached { digest, schema, listing }).map(|previous| previous.digest)
     }
 
     /// The cached digest, if any.
     pub fn get(&self, key: &SourceKey) -> Option<SourceDigest> {
         Some(self.entries.read().ok()?.get(&key.namespace)?.get(&key.source)?.digest.clone())
+    }
+
+    /// What decides the schema of a cached DX ConfigMap; `None` for other sources.
+    pub fn schema_of(&self, key: &SourceKey) -> Option<SourceSchema> {
+        self.entries.read().ok()?.get(&key.namespace)?.get(&key.source)?.schema.clone()
     }
 
     /// The digest from the cache, else from one direct read (a source created just before the
@@ -231,17 +250,19 @@ impl ConfigCache {
         let read = match key.source.kind {
             SourceKind::ConfigMap => {
                 let api = Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace);
-                read(&api, name, timeout).await.map(|found| found.map(|o| self.digest_of(&o)))
+                read(&api, name, timeout)
+                    .await
+                    .map(|found| found.map(|o| (self.digest_of(&o), o.source_schema(&self.selector))))
             }
             SourceKind::Secret => {
                 let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
-                read(&api, name, timeout).await.map(|found| found.map(|o| self.digest_of(&o)))
+                read(&api, name, timeout).await.map(|found| found.map(|o| (self.digest_of(&o), None)))
             }
         };
         let fetched = match read {
-            Ok(Some(digest)) => {
+            Ok(Some((digest, schema))) => {
                 // Unless the watch got there first; a listing running now re-stamps it if it still exists.
-                self.insert(key, digest.clone(), 0, false);
+                self.insert(key, digest.clone(), schema, 0, false);
                 Lookup::Found(digest)
             }
             Ok(None) => Lookup::Absent,
@@ -275,17 +296,28 @@ pub trait Digestible:
     kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
 {
     fn digest(&self, key: &hmac::Key) -> SourceDigest;
+
+    /// For a DX ConfigMap, what decides its schema.
+    fn source_schema(&self, selector: &Selector) -> Option<SourceSchema>;
 }
 
 impl Digestible for ConfigMap {
     fn digest(&self, _: &hmac::Key) -> SourceDigest {
         SourceDigest::of_config_map(self)
     }
+
+    fn source_schema(&self, selector: &Selector) -> Option<SourceSchema> {
+        SourceSchema::of(&self.metadata, selector)
+    }
 }
 
 impl Digestible for Secret {
     fn digest(&self, key: &hmac::Key) -> SourceDigest {
         SourceDigest::of_secret(self, key)
+    }
+
+    fn source_schema(&self, _: &Selector) -> Option<SourceSchema> {
+        None
     }
 }
 

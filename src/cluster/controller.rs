@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use super::Cluster;
 use super::cache::SourceKey;
 use super::workloads::{Workload, WorkloadKey, WorkloadKind, listed, slim};
+use crate::checksum::Narrowing;
 use crate::checksum::patch::stamp_references;
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
@@ -226,7 +227,7 @@ async fn reconcile<K: Workload>(workload: Arc<K>, rollout: Arc<Rollout>) -> Resu
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let key = WorkloadKey::of(workload.as_ref());
-    let Some(references) = workload.rollout_references(&cluster.workloads.selector) else {
+    let Some(mut references) = workload.rollout_references(&cluster.workloads.selector) else {
         rollout.settled(&key);
         return Ok(Action::await_change());
     };
@@ -241,10 +242,13 @@ async fn reconcile<K: Workload>(workload: Arc<K>, rollout: Arc<Rollout>) -> Resu
             Some((source.clone(), cached?))
         })
         .collect();
-    let desired = stamp_references(&references, &key.namespace, None, |source| {
-        digests.get(source).map_or(Lookup::Absent, Lookup::Found)
-    })
-    .annotations;
+    cluster.narrow(&mut references, &key.namespace, workload.meta());
+    // A whole-source checksum the template carries stays while current: no schema change rolls pods.
+    let desired =
+        stamp_references(&references, &key.namespace, Some(&stamped), Narrowing::KeepCurrentWhole, |source| {
+            digests.get(source).map_or(Lookup::Absent, Lookup::Found)
+        })
+        .annotations;
     if desired == stamped {
         rollout.settled(&key);
         return Ok(Action::await_change());

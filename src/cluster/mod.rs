@@ -9,10 +9,12 @@ mod facts;
 mod lease;
 mod workloads;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -20,8 +22,11 @@ pub use cache::{ConfigCache, SourceKey};
 pub use lease::LeaderElection;
 pub use workloads::{AUTO_ROLLOUT, WorkloadKey, WorkloadKind, Workloads, wants_rollout};
 
+use crate::checksum::{SourceRef, Usage};
 use crate::metrics::Metrics;
+use crate::policy::Component;
 use crate::policy::settings::Selector;
+use crate::server::SchemaStore;
 
 /// How the cluster side is configured.
 #[derive(Clone, Debug)]
@@ -54,6 +59,8 @@ pub enum ClusterError {
 /// Everything the server uses of the cluster.
 pub struct Cluster {
     pub cache: Arc<ConfigCache>,
+    /// The schema set in service, for key-level checksums (`dxConsumers`).
+    pub schemas: Arc<SchemaStore>,
     pub workloads: Workloads,
     pub leader: Arc<LeaderElection>,
     pub config: ClusterConfig,
@@ -65,6 +72,7 @@ impl Cluster {
     pub async fn start(
         config: ClusterConfig,
         selector: Selector,
+        schemas: Arc<SchemaStore>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
@@ -77,12 +85,32 @@ impl Cluster {
         let workloads =
             Workloads { stateful_sets: watches.0.store.clone(), deployments: watches.1.store.clone(), selector };
         let (sources, changed) = tokio::sync::mpsc::channel(controller::SOURCE_QUEUE);
-        let cache =
-            ConfigCache::start(client.clone(), &config.checksum_key, sources, Arc::clone(&metrics), stop.clone());
+        let cache = ConfigCache::start(
+            client.clone(),
+            &config.checksum_key,
+            workloads.selector.clone(),
+            sources,
+            Arc::clone(&metrics),
+            stop.clone(),
+        );
         let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
-        let cluster = Arc::new(Self { cache, workloads, leader, config, metrics });
+        let cluster = Arc::new(Self { cache, schemas, workloads, leader, config, metrics });
         controller::run(client, Arc::clone(&cluster), watches, pending, changed, stop);
         Ok(cluster)
+    }
+
+    /// Narrows a workload's whole-ConfigMap uses to the keys its component uses, by the schemas
+    /// in service and what the cache knows of each DX ConfigMap ([`crate::checksum::narrow`]).
+    pub fn narrow(&self, references: &mut BTreeMap<SourceRef, Usage>, namespace: &str, workload: &ObjectMeta) {
+        let selector = &self.workloads.selector;
+        let component = selector
+            .selects(workload)
+            .then(|| workload.labels.as_ref()?.get(&selector.component_label).and_then(|c| Component::parse(c)))
+            .flatten();
+        let schemas = self.schemas.current();
+        crate::checksum::narrow(references, component, &schemas, |source| {
+            self.cache.schema_of(&SourceKey { namespace: namespace.to_owned(), source: source.clone() })
+        });
     }
 
     /// Ready once the caches and the workload stores have listed everything once.

@@ -130,7 +130,7 @@ impl Readiness {
 /// State shared by every request.
 pub struct AppState {
     pub settings: Settings,
-    pub schemas: SchemaStore,
+    pub schemas: Arc<SchemaStore>,
     pub certs: Arc<CertStore>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -206,7 +206,7 @@ impl Server {
             None => None,
         };
         let certs = Arc::new(CertStore::load(config.tls_cert, config.tls_key, Arc::clone(&metrics))?);
-        let schemas = SchemaStore::load(config.schemas, Arc::clone(&metrics))?;
+        let schemas = Arc::new(SchemaStore::load(config.schemas, Arc::clone(&metrics))?);
         let tls = Arc::new(
             tls::Tls::new(Arc::clone(&certs), config.client_ca).map_err(|e| StartError::ClientCa(e.to_string()))?,
         );
@@ -225,8 +225,14 @@ impl Server {
         let stop_all = CancellationToken::new();
         let cluster = match config.cluster {
             Some(cluster) => Some(
-                Cluster::start(cluster, config.settings.selector.clone(), Arc::clone(&metrics), stop_all.clone())
-                    .await?,
+                Cluster::start(
+                    cluster,
+                    config.settings.selector.clone(),
+                    Arc::clone(&schemas),
+                    Arc::clone(&metrics),
+                    stop_all.clone(),
+                )
+                .await?,
             ),
             None => None,
         };

@@ -28,8 +28,13 @@ pub const DX_MODIFIERS: [&str; 3] = [DX_MINIMUM, DX_MAXIMUM, DX_DOCUMENT];
 pub const DX_UNKNOWN_KEYS: &str = "dxUnknownKeys";
 /// On a ConfigMap schema's root: keys renamed in this version, old name to new.
 pub const DX_RENAMED_KEYS: &str = "dxRenamedKeys";
+/// On a ConfigMap schema's property: the components whose pods use the key (a key without it
+/// counts for every component). A workload that takes the whole ConfigMap is stamped with a
+/// checksum of only the keys its component uses.
+pub const DX_CONSUMERS: &str = "dxConsumers";
 /// The whole DX vocabulary, as `schema lint` knows it (`schemas/README.md`).
-pub const DX_KEYWORDS: [&str; 6] = [DX_TYPE, DX_MINIMUM, DX_MAXIMUM, DX_DOCUMENT, DX_UNKNOWN_KEYS, DX_RENAMED_KEYS];
+pub const DX_KEYWORDS: [&str; 7] =
+    [DX_TYPE, DX_MINIMUM, DX_MAXIMUM, DX_DOCUMENT, DX_UNKNOWN_KEYS, DX_RENAMED_KEYS, DX_CONSUMERS];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DxType {

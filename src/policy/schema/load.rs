@@ -11,7 +11,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::keywords::{self, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS};
+use super::keywords::{self, DX_CONSUMERS, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS};
 use super::{DocumentSchema, SchemaSet, SchemaVersion};
 use crate::policy::object::{Component, ResourceKind};
 use crate::policy::settings::Severity;
@@ -282,7 +282,34 @@ fn compile(
         Some(value) => serde_json::from_value(value.clone())
             .map_err(|_| compile_error("dxRenamedKeys must map old key names to new key names (strings)".into()))?,
     };
-    Ok(DocumentSchema { file: relative.to_owned(), validator, known_keys, key_patterns, unknown_keys, renamed_keys })
+    let mut consumers = BTreeMap::new();
+    for (key, property) in object.and_then(|o| o.get("properties")).and_then(Value::as_object).into_iter().flatten() {
+        let Some(declared) = property.get(DX_CONSUMERS) else { continue };
+        let names: Vec<String> = serde_json::from_value(declared.clone()).map_err(|_| {
+            compile_error(format!("properties {key:?}: dxConsumers must be a list of DX component names"))
+        })?;
+        let components = names
+            .iter()
+            .map(|name| {
+                Component::parse(name).filter(|c| c.workload_kind().is_some()).ok_or_else(|| {
+                    compile_error(format!(
+                        "properties {key:?}: dxConsumers names {name:?}, not a DX application \
+                         (core, dam, persistence, ring-api, content-composer, image-processor)"
+                    ))
+                })
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        consumers.insert(key.clone(), components);
+    }
+    Ok(DocumentSchema {
+        file: relative.to_owned(),
+        validator,
+        known_keys,
+        key_patterns,
+        unknown_keys,
+        renamed_keys,
+        consumers,
+    })
 }
 
 #[cfg(test)]
@@ -313,6 +340,30 @@ mod tests {
         assert_eq!(from_flat.version_names().collect::<Vec<_>>(), ["v1", "v2"]);
         let coverage = |set: &SchemaSet| set.version("v2").unwrap().coverage().count();
         assert_eq!(coverage(&from_flat), coverage(&from_tree));
+    }
+
+    #[test]
+    fn dx_consumers_name_dx_applications() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.yaml"), "default: v1\nversions: [{name: v1}]\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("v1/configmap")).unwrap();
+        let write = |consumers: &str| {
+            let schema = format!(r#"{{"properties": {{"k": {{"type": "string", "dxConsumers": {consumers}}}}}}}"#);
+            std::fs::write(dir.path().join("v1/configmap/global.json"), schema).unwrap();
+        };
+        write(r#"["dam", "image-processor"]"#);
+        let set = SchemaSet::load(dir.path()).unwrap();
+        let schema = set.version("v1").unwrap().schema(ResourceKind::ConfigMap, Component::Global).unwrap();
+        assert_eq!(schema.keys_only_for_others(Component::Core), BTreeSet::from(["k".to_owned()]));
+        assert!(schema.keys_only_for_others(Component::ImageProcessor).is_empty());
+        for (consumers, expected) in [
+            (r#"["global"]"#, r#"properties "k": dxConsumers names "global", not a DX application"#),
+            (r#""dam""#, r#"properties "k": dxConsumers must be a list of DX component names"#),
+        ] {
+            write(consumers);
+            let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
     }
 
     #[test]

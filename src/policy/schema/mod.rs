@@ -16,7 +16,8 @@ use super::object::{Component, ResourceKind};
 use super::settings::Severity;
 
 pub use keywords::{
-    DX_DOCUMENT, DX_KEYWORDS, DX_MAXIMUM, DX_MINIMUM, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE, DX_UNKNOWN_KEYS,
+    DX_CONSUMERS, DX_DOCUMENT, DX_KEYWORDS, DX_MAXIMUM, DX_MINIMUM, DX_MODIFIERS, DX_RENAMED_KEYS, DX_TYPE,
+    DX_UNKNOWN_KEYS,
 };
 pub use load::{SchemaError, json_files};
 
@@ -50,6 +51,8 @@ pub struct DocumentSchema {
     pub unknown_keys: Option<Severity>,
     /// Keys renamed in this version (`dxRenamedKeys`: old → new).
     pub renamed_keys: BTreeMap<String, String>,
+    /// Keys only some components use (`dxConsumers`), with those components.
+    pub consumers: BTreeMap<String, BTreeSet<Component>>,
 }
 
 /// The outcome of looking up the version an object asks for.
@@ -123,6 +126,11 @@ impl DocumentSchema {
     /// Whether the schema declares a ConfigMap key, by name or by pattern.
     pub fn declares_key(&self, key: &str) -> bool {
         self.known_keys.contains(key) || self.key_patterns.iter().any(|p| p.is_match(key))
+    }
+
+    /// The keys whose `dxConsumers` leave `component` out: a change of them never reaches its pods.
+    pub fn keys_only_for_others(&self, component: Component) -> BTreeSet<String> {
+        self.consumers.iter().filter(|(_, users)| !users.contains(&component)).map(|(key, _)| key.clone()).collect()
     }
 
     /// The ConfigMap keys the schema declares by name.
