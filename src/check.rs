@@ -81,15 +81,18 @@ impl Manifest {
     }
 }
 
-/// What `read_manifests` found: the reviewed manifests, and how many documents were of other kinds.
+/// What `read_manifests` found: the reviewed manifests, the Secrets (which `check` judges not,
+/// `plan` compares), and how many documents were of other kinds (Secrets among them).
+#[derive(Default)]
 pub struct Manifests {
     pub reviewed: Vec<Manifest>,
+    pub secrets: Vec<Manifest>,
     pub other_kinds: usize,
 }
 
 /// Reads every manifest under `paths` (`-` is stdin). Directories are read for *.yaml, *.yml, *.json.
 pub fn read_manifests(paths: &[PathBuf], default_namespace: &str) -> Result<Manifests, InputError> {
-    let mut found = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    let mut found = Manifests::default();
     for path in paths {
         for (source, text) in read_sources(path)? {
             parse_documents(&source, &text, default_namespace, &mut found)?;
@@ -124,7 +127,7 @@ fn read_sources(path: &Path) -> Result<Vec<(String, String)>, InputError> {
 
 /// Reads the manifests in a text (multi-document YAML or JSON).
 pub fn manifests_from_text(source: &str, text: &str, default_namespace: &str) -> Result<Manifests, InputError> {
-    let mut found = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    let mut found = Manifests::default();
     parse_documents(source, text, default_namespace, &mut found)?;
     Ok(found)
 }
@@ -160,11 +163,13 @@ fn collect(source: &str, value: Value, default_namespace: &str, out: &mut Manife
     }
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     // Secrets are read by no rule offline: `check` judges what it can see, DX kinds.
-    let dx_kind = ResourceKind::from_group_kind(group, kind).filter(|k| ResourceKind::DX.contains(k));
-    let Some(resource_kind) = dx_kind else {
+    let Some(resource_kind) = ResourceKind::from_group_kind(group, kind) else {
         out.other_kinds += 1;
         return Ok(());
     };
+    if resource_kind == ResourceKind::Secret {
+        out.other_kinds += 1;
+    }
     let name = value["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let namespace = value["metadata"]["namespace"].as_str().unwrap_or(default_namespace).to_owned();
     let object = Object::from_json(resource_kind, value).map_err(|source_error| InputError::Shape {
@@ -173,7 +178,12 @@ fn collect(source: &str, value: Value, default_namespace: &str, out: &mut Manife
         name: name.clone(),
         source: source_error,
     })?;
-    out.reviewed.push(Manifest { source: source.to_owned(), namespace, object });
+    let manifest = Manifest { source: source.to_owned(), namespace, object };
+    if resource_kind == ResourceKind::Secret {
+        out.secrets.push(manifest)
+    } else {
+        out.reviewed.push(manifest)
+    }
     Ok(())
 }
 
@@ -343,7 +353,7 @@ pub fn post_render(args: &PostRenderOptions, settings: &Settings) -> i32 {
             return EXIT_INPUT;
         }
     };
-    let none = Manifests { reviewed: Vec::new(), other_kinds: 0 };
+    let none = Manifests::default();
     let results = check(Policy::offline(settings, &schemas), &manifests, &none);
     for checked in &results {
         for warning in checked.evaluation.warnings() {

@@ -38,6 +38,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Check manifests offline with the same evaluation the server runs.
     Check(CheckArgs),
+    /// Plan an update before it is applied: what changes, of which category, what rolls, what is refused.
+    Plan(PlanArgs),
     /// Print the rule catalogue.
     Rules(RulesArgs),
     /// A Helm post-renderer: pass clean rendered manifests through, fail the release otherwise.
@@ -434,6 +436,69 @@ impl From<&CheckArgs> for crate::check::Options {
 impl From<&PostRenderArgs> for crate::check::PostRenderOptions {
     fn from(args: &PostRenderArgs) -> Self {
         Self { schemas: args.schemas.clone(), namespace: args.namespace.clone() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The update's manifests: files, directories (*.yaml, *.yml, *.json), or - for stdin (helm template ... | dx-admission plan -f - --cluster).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The previous manifests.
+    #[arg(long, required_unless_present = "cluster", conflicts_with = "cluster")]
+    pub old: Vec<PathBuf>,
+    /// Read the previous state from the API server (list calls only).
+    #[arg(long)]
+    pub cluster: bool,
+    /// kubeconfig for --cluster; without it, in-cluster, else $KUBECONFIG.
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The Helm release the update belongs to: only its objects are removed (R) when the update no longer has them.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Namespace for objects that name none, and of the release.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Directory of versioned schemas.
+    #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// Optional YAML policy file, as for serve.
+    #[arg(long, env = "DX_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The replicas' HMAC key for Secret checksums: the Secret checksums live pods carry are compared too.
+    #[arg(long)]
+    pub checksum_key_file: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+}
+
+impl From<&PlanArgs> for crate::plan::Options {
+    fn from(args: &PlanArgs) -> Self {
+        use crate::plan::{Format, PreviousFrom};
+        Self {
+            files: args.files.clone(),
+            previous: if args.cluster {
+                PreviousFrom::Cluster { kubeconfig: args.kubeconfig.clone() }
+            } else {
+                PreviousFrom::Old(args.old.clone())
+            },
+            release: args.release.clone(),
+            schemas: args.schemas.clone(),
+            namespace: args.namespace.clone(),
+            checksum_key_file: args.checksum_key_file.clone(),
+            format: match args.output {
+                PlanFormat::Text => Format::Text,
+                PlanFormat::Json => Format::Json,
+                PlanFormat::Markdown => Format::Markdown,
+            },
+        }
     }
 }
 

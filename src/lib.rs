@@ -15,7 +15,7 @@ pub mod cluster;
 pub mod dev;
 pub mod lookup;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
 pub mod server;
 pub mod telemetry;
-pub mod update;

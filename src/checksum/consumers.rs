@@ -4,53 +4,19 @@
 //! DAM-only key of the global ConfigMap rolls DAM alone. Under schemas without `dxConsumers`
 //! nothing narrows and the checksums are exactly the whole-source ones.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::refs::{Keys, SourceKind, SourceRef, Usage};
-use crate::policy::annotations::SCHEMA_VERSION;
-use crate::policy::schema::{SchemaSet, VersionLookup};
-use crate::policy::settings::Selector;
-use crate::policy::{Component, ResourceKind};
 
-/// What decides a DX ConfigMap's schema: its component and the version it asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceSchema {
-    pub component: Component,
-    pub version: Option<Box<str>>,
-}
-
-impl SourceSchema {
-    /// Of a ConfigMap's metadata; `None` when it is not a DX ConfigMap of a known component.
-    pub fn of(metadata: &ObjectMeta, selector: &Selector) -> Option<Self> {
-        if !selector.selects(metadata) {
-            return None;
-        }
-        let labels = metadata.labels.as_ref()?;
-        let component = Component::parse(labels.get(&selector.component_label)?)?;
-        let version = metadata.annotations.as_ref().and_then(|a| a.get(SCHEMA_VERSION)).map(|v| v.as_str().into());
-        Some(Self { component, version })
-    }
-}
-
-/// Narrows the whole-ConfigMap uses of `consumer`'s pod template to the keys its component uses,
-/// by the schema each DX ConfigMap is checked under. Single-key uses are left as they are.
-pub fn narrow(
-    references: &mut BTreeMap<SourceRef, Usage>,
-    consumer: Option<Component>,
-    schemas: &SchemaSet,
-    schema_of: impl Fn(&SourceRef) -> Option<SourceSchema>,
-) {
-    let Some(consumer) = consumer else { return };
+/// Narrows whole-ConfigMap uses to every key but those `excluded` names for the source (the
+/// keys the workload's component does not use: `SchemaSet::keys_only_for_others`). Single-key
+/// uses are left as they are.
+pub fn narrow(references: &mut BTreeMap<SourceRef, Usage>, excluded: impl Fn(&SourceRef) -> BTreeSet<String>) {
     for (source, usage) in references.iter_mut() {
         if source.kind != SourceKind::ConfigMap || usage.keys != Keys::All {
             continue;
         }
-        let Some(schema) = schema_of(source) else { continue };
-        let VersionLookup::Found(version) = schemas.resolve(schema.version.as_deref()) else { continue };
-        let Some(document) = version.schema(ResourceKind::ConfigMap, schema.component) else { continue };
-        let excluded = document.keys_only_for_others(consumer);
+        let excluded = excluded(source);
         if !excluded.is_empty() {
             usage.keys = Keys::AllExcept(excluded);
         }
@@ -70,42 +36,24 @@ pub enum Narrowing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn global() -> SourceRef {
-        SourceRef { kind: SourceKind::ConfigMap, name: "dx-global-config".into() }
-    }
-
-    fn whole() -> BTreeMap<SourceRef, Usage> {
-        BTreeMap::from([
-            (global(), Usage { keys: Keys::All, required: true }),
-            (
-                SourceRef { kind: SourceKind::ConfigMap, name: "other".into() },
-                Usage { keys: Keys::All, required: true },
-            ),
-        ])
-    }
 
     #[test]
-    fn only_dx_config_maps_whose_schema_declares_consumers_narrow() {
-        let schemas = SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap();
-        let schema_of = |source: &SourceRef| {
-            (source.name == "dx-global-config").then_some(SourceSchema { component: Component::Global, version: None })
-        };
-        let mut core = whole();
-        narrow(&mut core, Some(Component::Core), &schemas, schema_of);
-        assert_eq!(core[&global()].keys, Keys::AllExcept(["dam.cdn.url".to_owned()].into()));
-        assert_eq!(core[&SourceRef { kind: SourceKind::ConfigMap, name: "other".into() }].keys, Keys::All);
-        let mut dam = whole();
-        narrow(&mut dam, Some(Component::Dam), &schemas, schema_of);
-        assert_eq!(dam[&global()].keys, Keys::All, "DAM uses every key");
-        let mut unlabelled = whole();
-        narrow(&mut unlabelled, None, &schemas, schema_of);
-        assert_eq!(unlabelled[&global()].keys, Keys::All, "a workload of no component counts every key");
-        // Under v1, which declares no consumers, nothing narrows.
-        let v1 = |_: &SourceRef| Some(SourceSchema { component: Component::Global, version: Some("v1".into()) });
-        let mut old = whole();
-        narrow(&mut old, Some(Component::Core), &schemas, v1);
-        assert_eq!(old[&global()].keys, Keys::All);
+    fn only_whole_config_map_uses_narrow() {
+        let source = |kind, name: &str| SourceRef { kind, name: name.into() };
+        let mut references = BTreeMap::from([
+            (source(SourceKind::ConfigMap, "global"), Usage { keys: Keys::All, required: true }),
+            (source(SourceKind::ConfigMap, "other"), Usage { keys: Keys::All, required: true }),
+            (
+                source(SourceKind::ConfigMap, "keyed"),
+                Usage { keys: Keys::Some(["a".to_owned()].into()), required: true },
+            ),
+            (source(SourceKind::Secret, "global"), Usage { keys: Keys::All, required: true }),
+        ]);
+        narrow(&mut references, |s| if s.name == "other" { BTreeSet::new() } else { ["a".to_owned()].into() });
+        let keys: Vec<&Keys> = references.values().map(|u| &u.keys).collect();
+        assert_eq!(
+            keys,
+            [&Keys::AllExcept(["a".to_owned()].into()), &Keys::Some(["a".to_owned()].into()), &Keys::All, &Keys::All]
+        );
     }
 }

@@ -9,6 +9,6 @@ pub mod digest;
 pub mod patch;
 pub mod refs;
 
-pub use consumers::{Narrowing, SourceSchema, narrow};
+pub use consumers::{Narrowing, narrow};
 pub use digest::SourceDigest;
 pub use refs::{Keys, SourceKind, SourceRef, Usage, references};

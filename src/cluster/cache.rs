@@ -17,9 +17,10 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::checksum::{SourceDigest, SourceKind, SourceRef, SourceSchema};
+use crate::checksum::{SourceDigest, SourceKind, SourceRef};
 use crate::lookup::Lookup;
 use crate::metrics::{Metrics, ResultLabels};
+use crate::policy::schema::SourceSchema;
 use crate::policy::settings::Selector;
 
 /// A source in a namespace.

@@ -107,9 +107,11 @@ impl Cluster {
             .selects(workload)
             .then(|| workload.labels.as_ref()?.get(&selector.component_label).and_then(|c| Component::parse(c)))
             .flatten();
+        let Some(component) = component else { return };
         let schemas = self.schemas.current();
-        crate::checksum::narrow(references, component, &schemas, |source| {
-            self.cache.schema_of(&SourceKey { namespace: namespace.to_owned(), source: source.clone() })
+        crate::checksum::narrow(references, |source| {
+            let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
+            self.cache.schema_of(&key).map(|s| schemas.keys_only_for_others(&s, component)).unwrap_or_default()
         });
     }
 

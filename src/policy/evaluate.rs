@@ -12,7 +12,7 @@ use super::schema::{SchemaSet, VersionLookup};
 use super::settings::{Settings, Severity};
 use super::verdict::Verdict;
 use crate::lookup::Lookup;
-use crate::update::{Categories, Checksums, ComponentBefore, compare};
+use crate::policy::update::{Categories, Checksums, ComponentBefore, compare};
 
 /// What the evaluation is configured with and may know: settings, the current schema set, and
 /// the cluster facts rules read.

@@ -13,6 +13,7 @@ pub mod path;
 pub mod rules;
 pub mod schema;
 pub mod settings;
+pub mod update;
 pub mod values;
 pub mod verdict;
 

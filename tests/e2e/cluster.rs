@@ -282,10 +282,31 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
+/// Where the API server writes its audit log (JSON lines), in the cluster's directory.
+pub const AUDIT_LOG: &str = "audit.log";
+
+/// What the API server audits: writes of DX kinds in the DX example release's namespace, at
+/// `Metadata` (where webhooks' audit annotations appear), and nothing else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  namespaces: [dx-release]
+  verbs: [create, update, patch, delete]
+  resources:
+  - group: \"\"
+    resources: [configmaps]
+  - group: apps
+    resources: [statefulsets, deployments]
+- level: None
+";
+
 impl Cluster {
     pub fn start(bins: Binaries) -> Result<Self, String> {
         let dir = tempfile::Builder::new().prefix("dx-e2e-").tempdir().map_err(|e| e.to_string())?;
         let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("audit-policy.yaml"), AUDIT_POLICY).map_err(|e| format!("audit policy: {e}"))?;
 
         // PKI: a CA, the apiserver's serving pair, an admin client in system:masters, SA keys.
         let ca_key = KeyPair::generate().unwrap();
@@ -347,6 +368,8 @@ impl Cluster {
                 "--disable-admission-plugins=ServiceAccount",
             ])
             .arg(format!("--cert-dir={}", path("apiserver-certs").display()))
+            .arg(format!("--audit-policy-file={}", path("audit-policy.yaml").display()))
+            .arg(format!("--audit-log-path={}", path(AUDIT_LOG).display()))
             .stdout(log("apiserver.log")?)
             .stderr(log("apiserver.log")?)
             .spawn()

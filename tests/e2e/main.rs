@@ -696,6 +696,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         release::the_dx_example_release_installs_and_every_pod_turns_ready,
         release::helm_upgrade_of_a_config_map_and_its_deployment_rolls_once,
         release::helm_rollback_scales_the_previous_replica_set_back_up,
+        release::plan_before_helm_upgrade_predicts_exactly_what_rolls,
         cert_manager::cert_manager_issues_injects_and_renews_under_load,
         cert_manager::a_ca_roll_by_cert_manager_fails_no_request,
         image::the_api_server_calls_the_containerized_webhook,

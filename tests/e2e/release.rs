@@ -13,7 +13,8 @@ const RELEASE: &str = "dx-example";
 const NAMESPACE: &str = "dx-release";
 
 /// The DX example deployment as a Helm chart: the templates are `examples/valid/` with the
-/// release's namespace and two values (`ringApi.tag`, `ringApi.logLevel`); the chart's metadata
+/// release's namespace and the values of `values.yaml` (`ringApi.tag`, `ringApi.logLevel`,
+/// `core.tag`, `dam.cdnUrl`); the chart's metadata
 /// is in `tests/e2e/charts/dx-example/`. Written into `dir`, returned as the chart's path.
 pub fn dx_example_chart(dir: &Path) -> PathBuf {
     let chart = dir.join("dx-example");
@@ -27,7 +28,10 @@ pub fn dx_example_chart(dir: &Path) -> PathBuf {
         let path = entry.unwrap().path();
         let text =
             std::fs::read_to_string(&path).unwrap().replace("namespace: dx\n", "namespace: {{ .Release.Namespace }}\n");
-        let text = text.replace("hcl/dx/ring-api:95_CF225", "hcl/dx/ring-api:{{ .Values.ringApi.tag }}");
+        let text = text
+            .replace("hcl/dx/ring-api:95_CF225", "hcl/dx/ring-api:{{ .Values.ringApi.tag }}")
+            .replace("hcl/dx/core:95_CF225", "hcl/dx/core:{{ .Values.core.tag }}")
+            .replace("dam.cdn.url: https://cdn.example.com/dam\n", "dam.cdn.url: {{ .Values.dam.cdnUrl }}\n");
         let text = text
             .split("\n---\n")
             .map(|document| {
@@ -114,4 +118,162 @@ pub async fn helm_rollback_scales_the_previous_replica_set_back_up(env: &mut Env
     assert_eq!(pods.len(), 2, "{:?}", rolled.after.pods);
     assert!(pods.iter().all(|p| p.checksum == first.checksum && p.checksum.is_some()), "{pods:?} {first:?}");
     println!("e2e: helm rollback: 0 new ReplicaSets; {} back to 2 replicas as revision 3", first.name);
+}
+
+/// What the next upgrade sets: DX Core's image (A), a DAM-only key of the global ConfigMap (C,
+/// DAM alone by `dxConsumers`), RingAPI's log level (C).
+const UPGRADE: &str = "core.tag=95_CF226,dam.cdnUrl=https://cdn2.example.com/dam,ringApi.logLevel=warn";
+
+/// `dx-admission plan` run as the operator runs it before `helm upgrade`, on the rendered chart.
+fn plan(env: &Env, manifests: &str, format: &str) -> (i32, String) {
+    let kubeconfig = env.cluster.kubeconfig.to_str().unwrap();
+    let args = [
+        "plan",
+        "-f",
+        "-",
+        "--cluster",
+        "--kubeconfig",
+        kubeconfig,
+        "--release",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "-o",
+        format,
+    ];
+    let (code, out, err) = crate::common::binary::command(&args, manifests);
+    assert_eq!(err, "", "plan wrote to stderr");
+    (code, out)
+}
+
+/// A series summed over the chart's replicas (each counts the reviews it answered).
+async fn changes_total(env: &Env, series: &str) -> f64 {
+    let fleet = env.fleet.as_ref().expect("the chart's replicas");
+    let mut sum = 0.0;
+    for identity in fleet.replicas.keys() {
+        sum += fleet.metric(identity, series).await;
+    }
+    sum
+}
+
+/// The audit annotations the API server logged for writes of `resource/name` in the release's
+/// namespace, in order.
+fn audited_categories(env: &Env, resource: &str, name: &str) -> Vec<(String, String)> {
+    let log = std::fs::read_to_string(env.cluster.dir.path().join(crate::cluster::AUDIT_LOG)).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["objectRef"]["resource"] == resource && event["objectRef"]["name"] == name)
+        .filter_map(|event| {
+            let annotations = event["annotations"].as_object()?;
+            let (key, value) = annotations.iter().find(|(k, _)| k.ends_with("/update-category"))?;
+            Some((key.clone(), value.as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// `plan --cluster` on the `helm template` output of the next upgrade names exactly the
+/// workloads whose pods the upgrade then rolls, calls every other object unchanged (the live
+/// objects are defaulted, the rendered ones are not), and the upgrade's changes carry their
+/// categories in the API server's audit log and in `dx_admission_changes_total`.
+pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env) {
+    let env: &Env = env;
+    let chart = chart_path(env);
+    let (ok, manifests, err) =
+        chart::helm(env, &["template", RELEASE, &chart, "--namespace", NAMESPACE, "--set", UPGRADE]);
+    assert!(ok, "{err}");
+    let (code, text) = plan(env, &manifests, "text");
+    println!("e2e: dx-admission plan before helm upgrade of the DX example:\n{text}");
+    assert_eq!(code, 0, "{text}");
+    let (_, json) = plan(env, &manifests, "json");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let changed: Vec<String> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["change"] != "unchanged" || o["rolls"] == true)
+        .map(|o| format!("{} {} {} {} {}", o["kind"], o["name"], o["change"], o["categories"], o["roll_reasons"]))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            r#""ConfigMap" "dx-global-config" "changed" ["C"] []"#,
+            r#""ConfigMap" "dx-ring-api-config" "changed" ["C"] []"#,
+            r#""StatefulSet" "dx-core" "changed" ["A"] ["its pod template changes"]"#,
+            r#""StatefulSet" "dx-dam" "unchanged" [] ["ConfigMap dx-global-config changes"]"#,
+            r#""Deployment" "dx-ring-api" "unchanged" [] ["ConfigMap dx-ring-api-config changes"]"#,
+        ],
+        "every other object of the release is unchanged: {text}"
+    );
+    assert_eq!(report["objects"].as_array().unwrap().len(), 13, "{text}");
+    assert_eq!(report["categories"], serde_json::json!({"A": 1, "C": 2, "P": 0, "N": 0, "R": 0}));
+    let predicted: Vec<String> =
+        report["rolls"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        predicted,
+        ["StatefulSet dx-release/dx-core", "StatefulSet dx-release/dx-dam", "Deployment dx-release/dx-ring-api"]
+    );
+
+    // The Helm plugin prints the same plan.
+    let (ok, out, err) = chart::helm(env, &["plugin", "install", "charts/plugins/dx-plan"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = chart::helm(env, &["dx-plan", RELEASE, &chart, "--namespace", NAMESPACE, "--set", UPGRADE]);
+    assert!(ok, "{err}");
+    assert_eq!(out, text, "helm dx-plan and the pipe agree");
+
+    let core_a = "dx_admission_changes_total{component=\"core\",category=\"A\"}";
+    let global_c = "dx_admission_changes_total{component=\"global\",category=\"C\"}";
+    let (core_before, global_before) = (changes_total(env, core_a).await, changes_total(env, global_c).await);
+
+    let rolled = roll(env, NAMESPACE, 3, |env| {
+        let (ok, out, err) =
+            chart::helm(env, &["upgrade", RELEASE, &chart, "--namespace", NAMESPACE, "--set", UPGRADE]);
+        assert!(ok, "{out}{err}");
+    })
+    .await;
+    rolled.report("helm upgrade planned by dx-admission plan");
+    assert_eq!(rolled.counts(), ["deployment/dx-ring-api: 1", "statefulset/dx-core: 1", "statefulset/dx-dam: 1"]);
+    let mut actual: Vec<String> = rolled
+        .new_replica_sets
+        .keys()
+        .map(|d| format!("Deployment {NAMESPACE}/{d}"))
+        .chain(rolled.new_revisions.keys().map(|s| format!("StatefulSet {NAMESPACE}/{s}")))
+        .collect();
+    actual.sort();
+    let mut expected = predicted.clone();
+    expected.sort();
+    assert_eq!(actual, expected, "the plan named exactly the workloads that rolled");
+
+    assert_eq!(changes_total(env, core_a).await - core_before, 1.0, "the core image change, counted once");
+    assert_eq!(changes_total(env, global_c).await - global_before, 1.0, "the global ConfigMap change, counted once");
+    let audited = |resource: &'static str, name: &'static str, wanted: (&'static str, &'static str)| async move {
+        crate::common::eventually(Duration::from_secs(10), || async {
+            audited_categories(env, resource, name).last() == Some(&(wanted.0.to_owned(), wanted.1.to_owned()))
+        })
+        .await
+    };
+    assert!(
+        audited("statefulsets", "dx-core", ("validate.dx-admission.hcl.com/update-category", "A")).await,
+        "{:?}",
+        audited_categories(env, "statefulsets", "dx-core")
+    );
+    assert!(
+        audited("configmaps", "dx-global-config", ("validate.dx-admission.hcl.com/update-category", "C")).await,
+        "{:?}",
+        audited_categories(env, "configmaps", "dx-global-config")
+    );
+    // DAM's manifest did not change: the rollout controller re-stamped it, a C of its own.
+    assert!(
+        audited("statefulsets", "dx-dam", ("validate.dx-admission.hcl.com/update-category", "C")).await,
+        "{:?}",
+        audited_categories(env, "statefulsets", "dx-dam")
+    );
+    // After the upgrade the plan of the same manifests has nothing left to do.
+    let (code, after) = plan(env, &manifests, "text");
+    assert_eq!(code, 0);
+    assert!(
+        after.ends_with(
+            "Categories: A 0, C 0, P 0, N 0, R 0\nPods roll in 0 workloads\nVerdict: the update would be admitted\n"
+        ),
+        "{after}"
+    );
 }

@@ -31,7 +31,7 @@ pub struct Context<'a> {
     /// The stored object, on UPDATE.
     pub old: Option<&'a Object>,
     /// The update categories of the change (DX objects; empty for others).
-    pub categories: crate::update::Categories,
+    pub categories: crate::policy::update::Categories,
     pub namespace: &'a str,
     /// `namespace/name`, as messages name the object.
     pub object_name: &'a str,

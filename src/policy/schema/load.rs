@@ -315,6 +315,7 @@ fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::schema::SourceSchema;
 
     fn copy_flat(from: &Path, prefix: &str, to: &Path) {
         for entry in std::fs::read_dir(from).unwrap() {
@@ -364,6 +365,25 @@ mod tests {
             let error = SchemaSet::load(dir.path()).err().unwrap().to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn the_bundled_global_config_map_keeps_its_cdn_key_for_dam() {
+        let set = SchemaSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap();
+        let global =
+            |version: Option<&str>| SourceSchema { component: Component::Global, version: version.map(Into::into) };
+        assert_eq!(
+            set.keys_only_for_others(&global(None), Component::Core),
+            BTreeSet::from(["dam.cdn.url".to_owned()])
+        );
+        assert!(set.keys_only_for_others(&global(None), Component::Dam).is_empty(), "DAM uses every key");
+        assert!(set.keys_only_for_others(&global(Some("v1")), Component::Core).is_empty(), "v1 declares no consumers");
+        assert!(
+            set.keys_only_for_others(&global(Some("v9")), Component::Core).is_empty(),
+            "an unknown version narrows nothing"
+        );
+        let core = SourceSchema { component: Component::Core, version: None };
+        assert!(set.keys_only_for_others(&core, Component::Dam).is_empty(), "core's ConfigMap declares none");
     }
 
     #[test]

@@ -12,7 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use jsonschema::Validator;
 use regex::Regex;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::annotations::SCHEMA_VERSION;
 use super::object::{Component, ResourceKind};
+use super::settings::Selector;
 use super::settings::Severity;
 
 pub use keywords::{
@@ -53,6 +57,26 @@ pub struct DocumentSchema {
     pub renamed_keys: BTreeMap<String, String>,
     /// Keys only some components use (`dxConsumers`), with those components.
     pub consumers: BTreeMap<String, BTreeSet<Component>>,
+}
+
+/// What decides a DX ConfigMap's schema: its component and the version it asks for. The digest
+/// cache keeps it beside each DX ConfigMap's digests, for key-level checksums.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSchema {
+    pub component: Component,
+    pub version: Option<Box<str>>,
+}
+
+impl SourceSchema {
+    /// Of a ConfigMap's metadata; `None` when it is not a DX ConfigMap of a known component.
+    pub fn of(metadata: &ObjectMeta, selector: &Selector) -> Option<Self> {
+        if !selector.selects(metadata) {
+            return None;
+        }
+        let component = Component::parse(metadata.labels.as_ref()?.get(&selector.component_label)?)?;
+        let version = metadata.annotations.as_ref().and_then(|a| a.get(SCHEMA_VERSION)).map(|v| v.as_str().into());
+        Some(Self { component, version })
+    }
 }
 
 /// The outcome of looking up the version an object asks for.
@@ -108,6 +132,16 @@ impl SchemaSet {
 
     pub fn version(&self, name: &str) -> Option<&SchemaVersion> {
         self.versions.get(name)
+    }
+
+    /// The keys of a DX ConfigMap that the pods of `consumer` do not use, by `dxConsumers` in
+    /// the schema the ConfigMap is checked under (none when it declares none).
+    pub fn keys_only_for_others(&self, source: &SourceSchema, consumer: Component) -> BTreeSet<String> {
+        let VersionLookup::Found(version) = self.resolve(source.version.as_deref()) else { return BTreeSet::new() };
+        version
+            .schema(ResourceKind::ConfigMap, source.component)
+            .map(|schema| schema.keys_only_for_others(consumer))
+            .unwrap_or_default()
     }
 }
 
