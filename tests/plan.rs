@@ -75,7 +75,11 @@ fn a_plan_says_what_changes_of_which_category_and_what_rolls() {
          ConfigMap dx/dx-image-processor-config, ConfigMap dx/dx-persistence-config, ConfigMap dx/dx-ring-api-config, \
          StatefulSet dx/dx-persistence, Deployment dx/dx-content-composer, Deployment dx/dx-image-processor, Deployment dx/dx-ring-api\n\
          \n\
-         Categories: A 1, C 1, P 0, N 0, R 0\n\
+         A application changes:         1\n\
+         C configuration changes:       1\n\
+         P persistence schema changes:  0\n\
+         N new applications:            0\n\
+         R removals:                    0\n\
          Pods roll in 2 workloads: StatefulSet dx/dx-core, StatefulSet dx/dx-dam\n\
          Verdict: the update would be admitted\n"
     );
@@ -287,7 +291,10 @@ fn helm_template_output_on_stdin_and_input_errors_exit_2() {
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     assert!(
         out.ends_with(
-            "Categories: A 0, C 6, P 0, N 0, R 0\n\
+            "C configuration changes:       6\n\
+             P persistence schema changes:  0\n\
+             N new applications:            0\n\
+             R removals:                    0\n\
              Pods roll in 6 workloads: StatefulSet dx/dx-core, StatefulSet dx/dx-dam, StatefulSet dx/dx-persistence, \
              Deployment dx/dx-content-composer, Deployment dx/dx-image-processor, Deployment dx/dx-ring-api\n\
              Verdict: the update would be admitted\n"

@@ -35,11 +35,12 @@ use tracing::{debug, info, warn};
 use super::Cluster;
 use super::cache::SourceKey;
 use super::workloads::{Workload, WorkloadKey, WorkloadKind, listed, slim};
-use crate::checksum::Narrowing;
 use crate::checksum::patch::stamp_references;
+use crate::checksum::{Narrowing, SourceKind};
 use crate::lookup::Lookup;
-use crate::metrics::Metrics;
+use crate::metrics::{ChangeLabels, Metrics};
 use crate::policy::settings::Selector;
+use crate::policy::update::Category;
 
 /// The field manager of the controller's patches.
 pub const FIELD_MANAGER: &str = "dx-admission-rollout";
@@ -198,6 +199,7 @@ async fn map_sources(
             () = stop.cancelled() => return,
             source = sources.recv() => match source { Some(source) => source, None => return },
         };
+        count_secret_change(&rollout.cluster, &source);
         for (key, _) in rollout.cluster.workloads.users(&source) {
             if let Ok(mut pending) = rollout.pending.lock() {
                 pending.insert(key.clone());
@@ -211,6 +213,25 @@ async fn map_sources(
             }
         }
     }
+}
+
+/// A Secret DX workloads use is a configuration change (C) of their components. No webhook sees
+/// Secret updates, so the Lease holder counts them as its watch sees them (one replica, so the
+/// sum over replicas counts each change once); ConfigMaps are counted where they are admitted.
+fn count_secret_change(cluster: &Cluster, source: &SourceKey) {
+    if source.source.kind != SourceKind::Secret || !cluster.leader.is_leader() {
+        return;
+    }
+    let components = cluster.workloads.components_using(source);
+    if components.is_empty() {
+        return;
+    }
+    for component in &components {
+        let labels = ChangeLabels { component: component.as_str(), category: Category::Configuration.letter() };
+        cluster.metrics.changes.get_or_create(&labels).inc();
+    }
+    let names: Vec<&str> = components.iter().map(|c| c.as_str()).collect();
+    info!(namespace = %source.namespace, source = %source.source, components = %names.join(","), categories = "C", "a Secret DX workloads use changed");
 }
 
 fn object_ref<K: Workload>(key: &WorkloadKey) -> ObjectRef<K> {

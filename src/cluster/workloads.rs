@@ -2,7 +2,7 @@
 //! listed and watched by the library (which also re-lists after an outage), and the lookups the
 //! controller, the mutating path and the cluster facts need — which workloads use a source.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use futures_util::FutureExt;
@@ -10,7 +10,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::cache::SourceKey;
 use crate::checksum::patch::is_checksum_key;
@@ -154,6 +154,31 @@ impl Workloads {
             self.deployments.state().iter().filter(|w| selected(&w.metadata)).map(|w| WorkloadKey::of(w.as_ref())),
         );
         found.sort();
+        found
+    }
+
+    /// The DX components whose workloads use the source (DX workloads only, by their labels).
+    pub fn components_using(&self, source: &SourceKey) -> BTreeSet<Component> {
+        let label = &self.selector.component_label;
+        let component = |meta: &ObjectMeta| {
+            self.selector
+                .selects(meta)
+                .then(|| meta.labels.as_ref()?.get(label).and_then(|c| Component::parse(c)))
+                .flatten()
+        };
+        let mut found = BTreeSet::new();
+        for (key, _) in self.users(source) {
+            let meta = match key.kind {
+                WorkloadKind::StatefulSet => self
+                    .stateful_sets
+                    .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                    .map(|w| w.metadata.clone()),
+                WorkloadKind::Deployment => {
+                    self.deployments.get(&ObjectRef::new(&key.name).within(&key.namespace)).map(|w| w.metadata.clone())
+                }
+            };
+            found.extend(meta.as_ref().and_then(component));
+        }
         found
     }
 

@@ -77,7 +77,13 @@ pub fn render_text(plan: &Plan) -> String {
     if let Some(why) = &plan.removals_not_judged {
         text.push_str(&format!("Note: {why}\n"));
     }
-    text.push_str(&format!("Categories: {}\n", counts(plan)));
+    for category in Category::ALL {
+        text.push_str(&format!(
+            "{:<31}{}\n",
+            format!("{} {}:", category.letter(), category.plural()),
+            plan.count(category)
+        ));
+    }
     let rolls = rolling(plan);
     text.push_str(&format!("Pods roll in {} workloads{}\n", rolls.len(), list_after_colon(&rolls)));
     text.push_str(&format!("Verdict: {}\n", verdict(plan)));

@@ -697,6 +697,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         release::helm_upgrade_of_a_config_map_and_its_deployment_rolls_once,
         release::helm_rollback_scales_the_previous_replica_set_back_up,
         release::plan_before_helm_upgrade_predicts_exactly_what_rolls,
+        release::a_secret_change_counts_as_c_of_the_component_using_it,
         cert_manager::cert_manager_issues_injects_and_renews_under_load,
         cert_manager::a_ca_roll_by_cert_manager_fails_no_request,
         image::the_api_server_calls_the_containerized_webhook,

@@ -272,8 +272,65 @@ pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env)
     assert_eq!(code, 0);
     assert!(
         after.ends_with(
-            "Categories: A 0, C 0, P 0, N 0, R 0\nPods roll in 0 workloads\nVerdict: the update would be admitted\n"
+            "A application changes:         0\n\
+             C configuration changes:       0\n\
+             P persistence schema changes:  0\n\
+             N new applications:            0\n\
+             R removals:                    0\n\
+             Pods roll in 0 workloads\n\
+             Verdict: the update would be admitted\n"
         ),
         "{after}"
+    );
+}
+
+/// A Secret a DX workload uses is a configuration change (C) of the workload's component. No
+/// webhook reviews Secret updates: the Lease holder counts it as its watch sees it, and logs it
+/// (naming the Secret, never a value).
+pub async fn a_secret_change_counts_as_c_of_the_component_using_it(env: &mut Env) {
+    let env: &Env = env;
+    let (ok, _, err) = env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "dx-content-composer-token",
+        "-n",
+        NAMESPACE,
+        "--from-literal=token=first-value",
+    ]);
+    assert!(ok, "{err}");
+    let rolled = roll(env, NAMESPACE, 1, |env| {
+        let from = "--from=secret/dx-content-composer-token";
+        let (ok, _, err) = env.kubectl(&["set", "env", "deployment/dx-content-composer", "-n", NAMESPACE, from]);
+        assert!(ok, "{err}");
+    })
+    .await;
+    assert_eq!(rolled.counts(), ["deployment/dx-content-composer: 1"]);
+    let series = "dx_admission_changes_total{component=\"content-composer\",category=\"C\"}";
+    let before = changes_total(env, series).await;
+    let rolled = roll(env, NAMESPACE, 1, |env| {
+        let patch = r#"{"stringData": {"token": "second-value"}}"#;
+        let (ok, _, err) = env.kubectl(&["patch", "secret", "dx-content-composer-token", "-n", NAMESPACE, "-p", patch]);
+        assert!(ok, "{err}");
+    })
+    .await;
+    assert_eq!(rolled.counts(), ["deployment/dx-content-composer: 1"]);
+    assert_eq!(
+        changes_total(env, series).await - before,
+        2.0,
+        "the Secret change (counted by the Lease holder) and the controller's re-stamp (admitted)"
+    );
+    let holder = crate::replicas::lease_holder(env);
+    let fleet = env.fleet.as_ref().expect("the chart's replicas");
+    let logged: Vec<serde_json::Value> = fleet.replicas[&holder]
+        .logs
+        .try_iter()
+        .filter(|line| line["message"] == "a Secret DX workloads use changed")
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let line = &logged[0];
+    assert_eq!(
+        (line["namespace"].as_str(), line["source"].as_str(), line["components"].as_str()),
+        (Some(NAMESPACE), Some("Secret dx-content-composer-token"), Some("content-composer"))
     );
 }

@@ -40,6 +40,17 @@ impl Category {
         }
     }
 
+    /// What the design calls changes of this category, in the plural.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Application => "application changes",
+            Self::Configuration => "configuration changes",
+            Self::Persistence => "persistence schema changes",
+            Self::New => "new applications",
+            Self::Removal => "removals",
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << self as u8
     }
