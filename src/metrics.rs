@@ -56,7 +56,7 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
-    /// The watched kind: `ConfigMap`, `Secret`, `StatefulSet` or `Deployment`.
+    /// The watched kind: `ConfigMap`, `Secret`, `StatefulSet`, `Deployment`, `Job` or `VolumeSnapshot`.
     pub kind: &'static str,
 }
 
@@ -66,6 +66,13 @@ pub struct ChangeLabels {
     pub component: &'static str,
     /// One update category letter: `A`, `C`, `P`, `N` or `R`.
     pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub namespace: String,
+    /// `core`, `dam` or `persistence`.
+    pub component: &'static str,
 }
 
 /// Every metric dx-admission exports.
@@ -85,6 +92,7 @@ pub struct Metrics {
     pub config_reads: Family<ResultLabels, Counter>,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub rollout_leader: Gauge,
+    pub backup_completed: Family<BackupLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -165,6 +173,12 @@ impl Metrics {
         }
         let rollout_leader = Gauge::default();
         registry.register("rollout_leader", "1 while this replica holds the rollout Lease", rollout_leader.clone());
+        let backup_completed = Family::<BackupLabels, Gauge>::default();
+        registry.register(
+            "backup_completed_timestamp_seconds",
+            "Unix time the newest completed backup of a stateful DX component finished; 0 when there is none",
+            backup_completed.clone(),
+        );
         // Both results exist from the start, so a rate() over them is defined before the first event.
         for family in [&tls_reloads, &schema_reloads, &rollouts] {
             for result in ["ok", "failed"] {
@@ -187,6 +201,7 @@ impl Metrics {
             config_reads,
             watch_errors,
             rollout_leader,
+            backup_completed,
         }
     }
 

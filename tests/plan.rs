@@ -66,7 +66,8 @@ fn a_plan_says_what_changes_of_which_category_and_what_rolls() {
            version: 95.225.0 -> 95.226.0\n  \
            image of container core: hcl/dx/core:95_CF225 -> hcl/dx/core:95_CF226\n  \
            rolls: its pod template changes\n  \
-           backup needed first: a category A change of core (whether one exists is not judged here)\n\
+           Warning: StatefulSet dx/dx-core: not judged: no cluster is connected [backup-before-update]\n  \
+           backup needed first: a category A change of core; whether there is one is not judged: no cluster is connected\n\
          \n\
          StatefulSet dx/dx-dam: unchanged, pods roll\n  \
            rolls: ConfigMap dx-global-config changes\n\
@@ -111,7 +112,8 @@ fn what_kubernetes_or_the_rules_would_refuse_exits_1_before_anything_is_applied(
          fix: volumeClaimTemplates cannot change in place: to grow storage, expand each existing PVC (kubectl edit pvc, if the \
          StorageClass allows expansion), then run kubectl delete statefulset NAME --cascade=orphan and apply again with the new \
          size; pods and data stay\n  \
-         backup needed first: a category P change of core (whether one exists is not judged here)"
+         Warning: StatefulSet dx/dx-core: not judged: no cluster is connected [backup-before-update]\n  \
+         backup needed first: a category P change of core; whether there is one is not judged: no cluster is connected"
     );
     assert_eq!(
         changed[2],
@@ -274,7 +276,7 @@ fn markdown_for_a_pull_request() {
          \n\
          **Backup needed first:**\n\
          \n\
-         - `StatefulSet dx/dx-core`: a category A change of core\n\
+         - `StatefulSet dx/dx-core`: a category A change of core; whether there is one is not judged: no cluster is connected\n\
          \n\
          **Verdict:** the update would be admitted.\n"
     );

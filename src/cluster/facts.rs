@@ -4,7 +4,7 @@ use super::{Cluster, SourceKey};
 use crate::checksum::SourceRef;
 use crate::lookup::Lookup;
 use crate::policy::Component;
-use crate::policy::facts::ClusterFacts;
+use crate::policy::facts::{Backup, ClusterFacts, unix_now};
 
 impl ClusterFacts for Cluster {
     fn workloads_requiring(&self, namespace: &str, source: &SourceRef) -> Lookup<Vec<String>> {
@@ -25,7 +25,19 @@ impl ClusterFacts for Cluster {
         if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) }
     }
 
+    fn backups(&self, namespace: &str, component: Component) -> Lookup<Vec<Backup>> {
+        if !self.backups.is_synced() {
+            return Lookup::Unreadable;
+        }
+        let found = self.backups.completed(namespace, component);
+        if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) }
+    }
+
+    fn now(&self) -> i64 {
+        unix_now()
+    }
+
     fn unreadable_because(&self) -> &'static str {
-        "the workload index has not listed the cluster yet"
+        "the watches of workloads and backups have not listed the cluster yet"
     }
 }

@@ -2,6 +2,7 @@
 //! Secrets, the index of workloads that use them, the rollout controller (one replica acts,
 //! chosen by a Lease), and the lookups the mutating path and the delete guard need.
 
+pub mod backups;
 mod cache;
 pub mod certs;
 mod controller;
@@ -24,7 +25,6 @@ pub use workloads::{AUTO_ROLLOUT, WorkloadKey, WorkloadKind, Workloads, wants_ro
 
 use crate::checksum::{SourceRef, Usage};
 use crate::metrics::Metrics;
-use crate::policy::Component;
 use crate::policy::settings::Selector;
 use crate::server::SchemaStore;
 
@@ -59,6 +59,8 @@ pub enum ClusterError {
 /// Everything the server uses of the cluster.
 pub struct Cluster {
     pub cache: Arc<ConfigCache>,
+    /// Completed backup Jobs and VolumeSnapshots, for the backup gate.
+    pub backups: backups::Backups,
     /// The schema set in service, for key-level checksums (`dxConsumers`).
     pub schemas: Arc<SchemaStore>,
     pub workloads: Workloads,
@@ -94,7 +96,9 @@ impl Cluster {
             stop.clone(),
         );
         let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
-        let cluster = Arc::new(Self { cache, schemas, workloads, leader, config, metrics });
+        let backups = backups::Backups::start(client.clone(), Arc::clone(&metrics), stop.clone()).await;
+        let cluster = Arc::new(Self { cache, backups, schemas, workloads, leader, config, metrics });
+        backups::spawn_gauge(Arc::clone(&cluster), stop.clone());
         controller::run(client, Arc::clone(&cluster), watches, pending, changed, stop);
         Ok(cluster)
     }
@@ -102,12 +106,7 @@ impl Cluster {
     /// Narrows a workload's whole-ConfigMap uses to the keys its component uses, by the schemas
     /// in service and what the cache knows of each DX ConfigMap ([`crate::checksum::narrow`]).
     pub fn narrow(&self, references: &mut BTreeMap<SourceRef, Usage>, namespace: &str, workload: &ObjectMeta) {
-        let selector = &self.workloads.selector;
-        let component = selector
-            .selects(workload)
-            .then(|| workload.labels.as_ref()?.get(&selector.component_label).and_then(|c| Component::parse(c)))
-            .flatten();
-        let Some(component) = component else { return };
+        let Some(component) = self.workloads.component_of(workload) else { return };
         let schemas = self.schemas.current();
         crate::checksum::narrow(references, |source| {
             let key = SourceKey { namespace: namespace.to_owned(), source: source.clone() };
@@ -117,7 +116,7 @@ impl Cluster {
 
     /// Ready once the caches and the workload stores have listed everything once.
     pub fn is_synced(&self) -> bool {
-        self.cache.is_synced() && self.workloads.is_synced()
+        self.cache.is_synced() && self.workloads.is_synced() && self.backups.is_synced()
     }
 }
 

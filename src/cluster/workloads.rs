@@ -157,15 +157,18 @@ impl Workloads {
         found
     }
 
+    /// The DX component of a workload, by its labels; `None` for workloads that are not DX's.
+    pub fn component_of(&self, meta: &ObjectMeta) -> Option<Component> {
+        let label = &self.selector.component_label;
+        self.selector
+            .selects(meta)
+            .then(|| meta.labels.as_ref()?.get(label).and_then(|c| Component::parse(c)))
+            .flatten()
+    }
+
     /// The DX components whose workloads use the source (DX workloads only, by their labels).
     pub fn components_using(&self, source: &SourceKey) -> BTreeSet<Component> {
-        let label = &self.selector.component_label;
-        let component = |meta: &ObjectMeta| {
-            self.selector
-                .selects(meta)
-                .then(|| meta.labels.as_ref()?.get(label).and_then(|c| Component::parse(c)))
-                .flatten()
-        };
+        let component = |meta: &ObjectMeta| self.component_of(meta);
         let mut found = BTreeSet::new();
         for (key, _) in self.users(source) {
             let meta = match key.kind {

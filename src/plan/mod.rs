@@ -22,7 +22,7 @@ use crate::checksum::{Narrowing, SourceDigest, SourceKind, SourceRef, Usage, nar
 use crate::cluster::wants_rollout;
 use crate::lookup::Lookup;
 use crate::policy::annotations::VERSION_LABEL;
-use crate::policy::facts::ClusterFacts;
+use crate::policy::facts::{Backup, ClusterFacts};
 use crate::policy::schema::{SchemaSet, SourceSchema};
 use crate::policy::update::{Category, Change, Checksums, Compared, ComponentBefore, compare};
 use crate::policy::values::version;
@@ -86,6 +86,30 @@ pub struct Planned {
     pub evaluation: Option<Evaluation>,
     /// Why a backup is needed before this change, if it is.
     pub backup_needed_because: Option<String>,
+    /// The newest completed backup of its component, when one is needed.
+    pub backup: BackupState,
+}
+
+/// What the plan found of the backup a change needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupState {
+    /// Without a cluster (or for a component without data of its own).
+    NotJudged(String),
+    Absent,
+    Found {
+        name: String,
+        age_seconds: i64,
+    },
+}
+
+impl BackupState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotJudged(_) => "not-judged",
+            Self::Absent => "absent",
+            Self::Found { .. } => "found",
+        }
+    }
 }
 
 impl Planned {
@@ -197,8 +221,26 @@ impl ClusterFacts for PlanFacts<'_, '_> {
         if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) }
     }
 
+    fn backups(&self, namespace: &str, component: Component) -> Lookup<Vec<Backup>> {
+        match &self.0.previous.backups {
+            None => Lookup::Unreadable,
+            Some(all) => {
+                let found: Vec<Backup> = all
+                    .iter()
+                    .filter(|(ns, of, _)| ns == namespace && (of == component.as_str() || of == "all"))
+                    .map(|(_, _, backup)| backup.clone())
+                    .collect();
+                if found.is_empty() { Lookup::Absent } else { Lookup::Found(found) }
+            }
+        }
+    }
+
+    fn now(&self) -> i64 {
+        crate::policy::facts::unix_now()
+    }
+
     fn unreadable_because(&self) -> &'static str {
-        "the plan knows no more"
+        if self.0.previous.live { "the plan could not read backups" } else { "no cluster is connected" }
     }
 }
 
@@ -279,6 +321,27 @@ pub fn plan(
         let evaluation = (judged && compared.change != Change::Unchanged)
             .then(|| evaluate(policy, Review { operation, namespace: &key.0, object, old_object: old }));
         let backup_needed_because = backup_needed(old, object, component, &compared);
+        let backup = match (object, component) {
+            (Some(object), Some(c))
+                if object.kind() == ResourceKind::StatefulSet
+                    && c.workload_kind() == Some(ResourceKind::StatefulSet) =>
+            {
+                match facts.backups(&key.0, c) {
+                    Lookup::Unreadable => BackupState::NotJudged(facts.unreadable_because().to_owned()),
+                    found => {
+                        let backups = if let Lookup::Found(backups) = found { backups } else { Vec::new() };
+                        match crate::policy::rules::newest(object, &backups) {
+                            Some(newest) => BackupState::Found {
+                                name: newest.name.clone(),
+                                age_seconds: facts.now() - newest.completed,
+                            },
+                            None => BackupState::Absent,
+                        }
+                    }
+                }
+            }
+            _ => BackupState::NotJudged("only the StatefulSets of core, dam and persistence are backed up".to_owned()),
+        };
         objects.push(Planned {
             kind: key.1,
             namespace: key.0.clone(),
@@ -289,6 +352,7 @@ pub fn plan(
             roll_reasons,
             evaluation,
             backup_needed_because,
+            backup,
         });
     }
     // Sources first, then the workloads that use them.

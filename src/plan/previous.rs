@@ -4,14 +4,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 
 use super::{Key, key_of};
 use crate::check::Manifests;
+use crate::cluster::backups::{completed_job, ready_snapshot};
 use crate::policy::Object;
+use crate::policy::annotations::BACKUP_OF;
+use crate::policy::facts::Backup;
 
 /// The previous state.
 #[derive(Debug, Default)]
@@ -26,6 +30,9 @@ pub struct Previous {
     pub removals_not_judged: String,
     /// Read from the cluster: workloads carry the checksums their pods run with.
     pub live: bool,
+    /// The completed backups (namespace, `dx.hcl.com/backup-of` value, backup), when read from
+    /// the cluster.
+    pub backups: Option<Vec<(String, String, Backup)>>,
 }
 
 /// Helm's release bookkeeping on every object it installs.
@@ -85,6 +92,17 @@ pub async fn from_cluster(
             objects.insert(key_of(namespace, &object), object);
         }
     }
+    let mut backups = Vec::new();
+    let snapshots = crate::cluster::backups::snapshot_resource(&client).await;
+    for namespace in namespaces {
+        let labelled = ListParams::default().labels(BACKUP_OF);
+        let jobs = Api::<Job>::namespaced(client.clone(), namespace).list(&labelled).await?;
+        backups.extend(jobs.items.iter().filter_map(completed_job));
+        if let Some(resource) = &snapshots {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource);
+            backups.extend(api.list(&labelled).await?.items.iter().filter_map(ready_snapshot));
+        }
+    }
     let removable = release.map(|release| {
         objects
             .iter()
@@ -102,6 +120,7 @@ pub async fn from_cluster(
         description,
         removals_not_judged: "removals (R) are not judged: name the Helm release with --release".into(),
         live: true,
+        backups: Some(backups),
     })
 }
 

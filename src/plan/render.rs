@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Plan, Planned};
+use super::{BackupState, Plan, Planned};
+use crate::policy::rules::age;
 use crate::policy::update::{Category, Change};
 
 fn title(object: &Planned) -> String {
@@ -67,7 +68,7 @@ pub fn render_text(plan: &Plan) -> String {
             }
         }
         if let Some(why) = &object.backup_needed_because {
-            text.push_str(&format!("  backup needed first: {why} (whether one exists is not judged here)\n"));
+            text.push_str(&format!("  backup needed first: {why}; {}\n", backup_text(&object.backup)));
         }
     }
     if !unchanged.is_empty() {
@@ -88,6 +89,16 @@ pub fn render_text(plan: &Plan) -> String {
     text.push_str(&format!("Pods roll in {} workloads{}\n", rolls.len(), list_after_colon(&rolls)));
     text.push_str(&format!("Verdict: {}\n", verdict(plan)));
     text
+}
+
+fn backup_text(backup: &BackupState) -> String {
+    match backup {
+        BackupState::NotJudged(why) => format!("whether there is one is not judged: {why}"),
+        BackupState::Absent => "no completed backup found".to_owned(),
+        BackupState::Found { name, age_seconds } => {
+            format!("newest backup {name}, completed {} ago", age(*age_seconds))
+        }
+    }
 }
 
 fn list_after_colon(items: &[String]) -> String {
@@ -128,7 +139,10 @@ pub fn render_json(plan: &Plan) -> Value {
                 "findings": findings,
                 "backup_needed": object.backup_needed_because.is_some(),
                 "backup_needed_because": object.backup_needed_because,
-                "backup": {"state": "not-judged", "name": null, "age_seconds": null},
+                "backup": match &object.backup {
+                    BackupState::Found { name, age_seconds } => json!({"state": "found", "name": name, "age_seconds": age_seconds}),
+                    other => json!({"state": other.as_str(), "name": null, "age_seconds": null}),
+                },
             })
         })
         .collect();
@@ -182,7 +196,9 @@ pub fn render_markdown(plan: &Plan) -> String {
     let backups: Vec<String> = plan
         .objects
         .iter()
-        .filter_map(|o| o.backup_needed_because.as_ref().map(|why| format!("- `{}`: {why}", title(o))))
+        .filter_map(|o| {
+            o.backup_needed_because.as_ref().map(|why| format!("- `{}`: {why}; {}", title(o), backup_text(&o.backup)))
+        })
         .collect();
     if !backups.is_empty() {
         text.push_str("\n**Backup needed first:**\n\n");

@@ -20,14 +20,33 @@ pub trait ClusterFacts: Sync {
     /// when there is none.
     fn dx_workloads(&self, namespace: &str, component: Component) -> Lookup<Vec<String>>;
 
+    /// The completed backups of `component` in `namespace`: Jobs and VolumeSnapshots labelled
+    /// `dx.hcl.com/backup-of` with the component or `all`. `Absent` when there is none.
+    fn backups(&self, namespace: &str, component: Component) -> Lookup<Vec<Backup>>;
+
+    /// The time now (Unix seconds), to judge a backup's age.
+    fn now(&self) -> i64;
+
     /// Why facts are unreadable here, for the finding that says so (`not judged: ...`).
     fn unreadable_because(&self) -> &'static str;
+}
+
+/// A completed backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// `Job namespace/name` or `VolumeSnapshot namespace/name`.
+    pub name: String,
+    /// When it completed (a Job's `completionTime`, a snapshot's `creationTime`), Unix seconds.
+    pub completed: i64,
+    /// The claim a VolumeSnapshot was taken of; `None` for Jobs (which back up what they are told).
+    pub claim: Option<String>,
 }
 
 /// A fact a rule reads, as the catalogue documents it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fact {
     WorkloadsRequiring,
+    Backups,
 }
 
 impl Fact {
@@ -35,6 +54,9 @@ impl Fact {
         match self {
             Self::WorkloadsRequiring => {
                 "which workloads need a ConfigMap or Secret (the workload index of `--cluster`)"
+            }
+            Self::Backups => {
+                "the completed backup Jobs and VolumeSnapshots labelled `dx.hcl.com/backup-of` (the watch of `--cluster`)"
             }
         }
     }
@@ -55,7 +77,20 @@ impl ClusterFacts for NoCluster {
         Lookup::Unreadable
     }
 
+    fn backups(&self, _: &str, _: Component) -> Lookup<Vec<Backup>> {
+        Lookup::Unreadable
+    }
+
+    fn now(&self) -> i64 {
+        unix_now()
+    }
+
     fn unreadable_because(&self) -> &'static str {
         self.0
     }
+}
+
+/// The system clock, as Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -102,6 +102,32 @@ impl Default for Storage {
     }
 }
 
+/// The backup gate (`backup-before-update`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Backup {
+    /// How old the newest completed backup may be (Go syntax, e.g. `24h`).
+    #[serde(deserialize_with = "seconds")]
+    pub max_age: u64,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self { max_age: 24 * 3600 }
+    }
+}
+
+/// A Go-syntax duration, as whole seconds.
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let duration: super::values::Duration =
+        text.parse().map_err(|e| serde::de::Error::custom(format!("{text:?} {e}")))?;
+    u64::try_from(duration.as_nanos() / 1_000_000_000)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| serde::de::Error::custom(format!("{text:?} must be at least one second")))
+}
+
 /// Overrides that apply in one namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +147,7 @@ pub struct Settings {
     /// Overrides per namespace, applied over the global ones.
     pub namespaces: BTreeMap<String, NamespaceSettings>,
     pub storage: Storage,
+    pub backup: Backup,
 }
 
 impl Settings {
@@ -185,6 +212,20 @@ mod tests {
         assert!(typo.to_string().contains("unknown field `rulez`"), "{typo}");
         let bad = serde_yaml_ng::from_str::<Settings>("rules: {image-pinned: block}").unwrap_err();
         assert!(bad.to_string().contains("unknown variant `block`"), "{bad}");
+    }
+
+    #[test]
+    fn backup_max_age_is_a_duration_of_at_least_a_second() {
+        assert_eq!(Settings::default().backup.max_age, 86_400);
+        assert_eq!(settings("backup: {maxAge: 90m}").backup.max_age, 5_400);
+        for (yaml, expected) in [
+            ("backup: {maxAge: 90}", "\"90\" "),
+            ("backup: {maxAge: 500ms}", "\"500ms\" must be at least one second"),
+            ("backup: {maxAge: -1h}", "\"-1h\" must be at least one second"),
+        ] {
+            let error = serde_yaml_ng::from_str::<Settings>(yaml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
     }
 
     #[test]

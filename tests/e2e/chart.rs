@@ -217,7 +217,9 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
         cluster_role["rules"],
         serde_json::json!([
             {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]}
+            {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["list", "watch"]}
         ])
     );
     let role = find(&objects, "Role");
@@ -257,6 +259,7 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
             "DxAdmissionDenialSpike",
             "DxAdmissionSlowReviews",
             "DxAdmissionRolloutFailures",
+            "DxAdmissionBackupStale",
             "DxAdmissionApiServerUnreachable"
         ]
     );

@@ -504,13 +504,16 @@ impl Cluster {
         );
     }
 
-    /// Installs cert-manager's CRDs and starts its controller and cainjector (the webhook is not
-    /// needed: the API server validates the objects by the CRDs' schemas).
+    /// Installs cert-manager's CRDs (and the VolumeSnapshot API backups may use) and starts
+    /// cert-manager's controller and cainjector (the webhook is not needed: the API server
+    /// validates the objects by the CRDs' schemas).
     fn start_cert_manager(&mut self) -> Result<(), String> {
-        for crd in cert_manager_crds()? {
+        let snapshots =
+            std::fs::read_to_string(repo().join("tests/e2e/volumesnapshot-crd.yaml")).map_err(|e| e.to_string())?;
+        for crd in cert_manager_crds()?.into_iter().chain([snapshots]) {
             let applied = self.kubectl(&["apply", "--server-side", "-f", "-"], Some(&crd));
             if !applied.status.success() {
-                return Err(format!("cert-manager CRDs: {:?}", text(&applied)));
+                return Err(format!("CRDs: {:?}", text(&applied)));
             }
         }
         let established = self.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"], None);

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backup;
 mod capture;
 mod cert_manager;
 mod chart;
@@ -304,8 +305,11 @@ async fn an_update_that_breaks_a_rule_is_rejected(env: &mut Env) {
     assert!(!ok);
     assert!(
         err.contains(
-            "admission webhook \"validate.dx-admission.hcl.com\" denied the request: StatefulSet dx/dx-core rejected under DX schema v2 (1 problem):\n\
-             - metadata.labels[app.kubernetes.io/version]: 95.225.0 -> 95.210.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0 [version-downgrade]"
+            "admission webhook \"validate.dx-admission.hcl.com\" denied the request: StatefulSet dx/dx-core rejected under DX schema v2 (2 problems):\n\
+             - metadata.labels[app.kubernetes.io/version]: 95.225.0 -> 95.210.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0 [version-downgrade] \
+             fix: restore the backup taken before the update, then set annotation dx.hcl.com/allow-downgrade: \"true\"\n\
+             - StatefulSet dx/dx-core: a category A change of core needs a backup first, and no completed backup of core was found in dx \
+             (a Job or VolumeSnapshot labelled dx.hcl.com/backup-of: core or all) [backup-before-update]"
         ),
         "{err}"
     );
@@ -698,6 +702,8 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         release::helm_rollback_scales_the_previous_replica_set_back_up,
         release::plan_before_helm_upgrade_predicts_exactly_what_rolls,
         release::a_secret_change_counts_as_c_of_the_component_using_it,
+        backup::a_new_dam_release_needs_a_recent_backup,
+        backup::a_refused_helm_rollback_changes_nothing_until_the_downgrade_is_declared,
         cert_manager::cert_manager_issues_injects_and_renews_under_load,
         cert_manager::a_ca_roll_by_cert_manager_fails_no_request,
         image::the_api_server_calls_the_containerized_webhook,

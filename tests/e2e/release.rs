@@ -9,12 +9,12 @@ use crate::common::repo;
 use crate::workloads::{roll, wait_until_rolled_out};
 use crate::{Env, chart};
 
-const RELEASE: &str = "dx-example";
+pub const RELEASE: &str = "dx-example";
 const NAMESPACE: &str = "dx-release";
 
 /// The DX example deployment as a Helm chart: the templates are `examples/valid/` with the
 /// release's namespace and the values of `values.yaml` (`ringApi.tag`, `ringApi.logLevel`,
-/// `core.tag`, `dam.cdnUrl`); the chart's metadata
+/// `core.tag`, `dam.cdnUrl`, `version`); the chart's metadata
 /// is in `tests/e2e/charts/dx-example/`. Written into `dir`, returned as the chart's path.
 pub fn dx_example_chart(dir: &Path) -> PathBuf {
     let chart = dir.join("dx-example");
@@ -31,7 +31,11 @@ pub fn dx_example_chart(dir: &Path) -> PathBuf {
         let text = text
             .replace("hcl/dx/ring-api:95_CF225", "hcl/dx/ring-api:{{ .Values.ringApi.tag }}")
             .replace("hcl/dx/core:95_CF225", "hcl/dx/core:{{ .Values.core.tag }}")
-            .replace("dam.cdn.url: https://cdn.example.com/dam\n", "dam.cdn.url: {{ .Values.dam.cdnUrl }}\n");
+            .replace("dam.cdn.url: https://cdn.example.com/dam\n", "dam.cdn.url: {{ .Values.dam.cdnUrl }}\n")
+            .replace(
+                "app.kubernetes.io/version: 95.225.0\n",
+                "app.kubernetes.io/version: {{ .Values.version | quote }}\n",
+            );
         let text = text
             .split("\n---\n")
             .map(|document| {
@@ -122,7 +126,7 @@ pub async fn helm_rollback_scales_the_previous_replica_set_back_up(env: &mut Env
 
 /// What the next upgrade sets: DX Core's image (A), a DAM-only key of the global ConfigMap (C,
 /// DAM alone by `dxConsumers`), RingAPI's log level (C).
-const UPGRADE: &str = "core.tag=95_CF226,dam.cdnUrl=https://cdn2.example.com/dam,ringApi.logLevel=warn";
+pub const UPGRADE: &str = "core.tag=95_CF226,dam.cdnUrl=https://cdn2.example.com/dam,ringApi.logLevel=warn";
 
 /// `dx-admission plan` run as the operator runs it before `helm upgrade`, on the rendered chart.
 fn plan(env: &Env, manifests: &str, format: &str) -> (i32, String) {
@@ -147,7 +151,7 @@ fn plan(env: &Env, manifests: &str, format: &str) -> (i32, String) {
 }
 
 /// A series summed over the chart's replicas (each counts the reviews it answered).
-async fn changes_total(env: &Env, series: &str) -> f64 {
+pub async fn fleet_sum(env: &Env, series: &str) -> f64 {
     let fleet = env.fleet.as_ref().expect("the chart's replicas");
     let mut sum = 0.0;
     for identity in fleet.replicas.keys() {
@@ -177,6 +181,8 @@ fn audited_categories(env: &Env, resource: &str, name: &str) -> Vec<(String, Str
 /// categories in the API server's audit log and in `dx_admission_changes_total`.
 pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env) {
     let env: &Env = env;
+    // The upgrade moves DX Core to a new image: a backup first, as the gate asks.
+    crate::backup::run_backup(env, "core");
     let chart = chart_path(env);
     let (ok, manifests, err) =
         chart::helm(env, &["template", RELEASE, &chart, "--namespace", NAMESPACE, "--set", UPGRADE]);
@@ -205,6 +211,11 @@ pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env)
         "every other object of the release is unchanged: {text}"
     );
     assert_eq!(report["objects"].as_array().unwrap().len(), 13, "{text}");
+    let core = report["objects"].as_array().unwrap().iter().find(|o| o["name"] == "dx-core").unwrap();
+    assert_eq!((core["backup_needed"].as_bool(), core["backup"]["state"].as_str()), (Some(true), Some("found")));
+    assert_eq!(core["backup"]["name"], "Job dx-release/dx-core-backup-e2e");
+    let age = core["backup"]["age_seconds"].as_i64().unwrap();
+    assert!((0..300).contains(&age), "the backup completed moments ago, not {age}s");
     assert_eq!(report["categories"], serde_json::json!({"A": 1, "C": 2, "P": 0, "N": 0, "R": 0}));
     let predicted: Vec<String> =
         report["rolls"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).collect();
@@ -218,11 +229,13 @@ pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env)
     assert!(ok, "{out}{err}");
     let (ok, out, err) = chart::helm(env, &["dx-plan", RELEASE, &chart, "--namespace", NAMESPACE, "--set", UPGRADE]);
     assert!(ok, "{err}");
-    assert_eq!(out, text, "helm dx-plan and the pipe agree");
+    // The backup's age moves between the two runs; every other line is the same.
+    let without_age = |text: &str| text.lines().filter(|l| !l.contains("newest backup")).collect::<Vec<_>>().join("\n");
+    assert_eq!(without_age(&out), without_age(&text), "helm dx-plan and the pipe agree");
 
     let core_a = "dx_admission_changes_total{component=\"core\",category=\"A\"}";
     let global_c = "dx_admission_changes_total{component=\"global\",category=\"C\"}";
-    let (core_before, global_before) = (changes_total(env, core_a).await, changes_total(env, global_c).await);
+    let (core_before, global_before) = (fleet_sum(env, core_a).await, fleet_sum(env, global_c).await);
 
     let rolled = roll(env, NAMESPACE, 3, |env| {
         let (ok, out, err) =
@@ -243,8 +256,8 @@ pub async fn plan_before_helm_upgrade_predicts_exactly_what_rolls(env: &mut Env)
     expected.sort();
     assert_eq!(actual, expected, "the plan named exactly the workloads that rolled");
 
-    assert_eq!(changes_total(env, core_a).await - core_before, 1.0, "the core image change, counted once");
-    assert_eq!(changes_total(env, global_c).await - global_before, 1.0, "the global ConfigMap change, counted once");
+    assert_eq!(fleet_sum(env, core_a).await - core_before, 1.0, "the core image change, counted once");
+    assert_eq!(fleet_sum(env, global_c).await - global_before, 1.0, "the global ConfigMap change, counted once");
     let audited = |resource: &'static str, name: &'static str, wanted: (&'static str, &'static str)| async move {
         crate::common::eventually(Duration::from_secs(10), || async {
             audited_categories(env, resource, name).last() == Some(&(wanted.0.to_owned(), wanted.1.to_owned()))
@@ -307,7 +320,7 @@ pub async fn a_secret_change_counts_as_c_of_the_component_using_it(env: &mut Env
     .await;
     assert_eq!(rolled.counts(), ["deployment/dx-content-composer: 1"]);
     let series = "dx_admission_changes_total{component=\"content-composer\",category=\"C\"}";
-    let before = changes_total(env, series).await;
+    let before = fleet_sum(env, series).await;
     let rolled = roll(env, NAMESPACE, 1, |env| {
         let patch = r#"{"stringData": {"token": "second-value"}}"#;
         let (ok, _, err) = env.kubectl(&["patch", "secret", "dx-content-composer-token", "-n", NAMESPACE, "-p", patch]);
@@ -316,7 +329,7 @@ pub async fn a_secret_change_counts_as_c_of_the_component_using_it(env: &mut Env
     .await;
     assert_eq!(rolled.counts(), ["deployment/dx-content-composer: 1"]);
     assert_eq!(
-        changes_total(env, series).await - before,
+        fleet_sum(env, series).await - before,
         2.0,
         "the Secret change (counted by the Lease holder) and the controller's re-stamp (admitted)"
     );

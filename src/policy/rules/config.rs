@@ -44,6 +44,12 @@ mod tests {
         fn dx_workloads(&self, _: &str, _: crate::policy::Component) -> Lookup<Vec<String>> {
             Lookup::Unreadable
         }
+        fn backups(&self, _: &str, _: crate::policy::Component) -> Lookup<Vec<crate::policy::facts::Backup>> {
+            Lookup::Unreadable
+        }
+        fn now(&self) -> i64 {
+            0
+        }
         fn unreadable_because(&self) -> &'static str {
             "the workload index has not listed the cluster yet"
         }

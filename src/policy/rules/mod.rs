@@ -4,6 +4,8 @@
 //! Rule ids are public API (configuration, metrics labels, messages, `docs/rules.md`): never
 //! rename one; retire it and add another.
 
+mod backup;
+pub use backup::{age, newest};
 mod config;
 mod identity;
 mod images;
@@ -376,14 +378,28 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "version-downgrade",
         title: "Versions only go up unless a downgrade is declared",
-        kinds: WORKLOADS,
+        kinds: DX_KINDS,
         operations: UPDATE,
         scope: Scope::Dx,
         facts: &[],
         severity: Severity::Deny,
-        rationale: "DX updates migrate data; running an older release over migrated data corrupts it. A rollback needs the backup taken before the update.",
+        rationale: "DX updates migrate data; running an older release over migrated data corrupts it. A rollback needs the backup taken before the update. \
+                    ConfigMaps are judged by the same label (Helm charts set it on every object), so a refused helm rollback changes nothing: Helm applies ConfigMaps first.",
         fix: "restore the backup taken before the update, then set annotation dx.hcl.com/allow-downgrade: \"true\"",
         check: upgrade::version_downgrade,
+    },
+    Rule {
+        id: "backup-before-update",
+        title: "Stateful updates that migrate data have a recent backup",
+        kinds: STATEFULSET,
+        operations: UPDATE,
+        scope: Scope::Dx,
+        facts: &[Fact::Backups],
+        severity: Severity::Deny,
+        rationale: "A new release (A) or persistence schema (P) of Core, DAM or persistence migrates their data; a rollback restores the backup taken before. \
+                    Only changes of category C (config, the checksums dx-admission stamps) and first installs go ahead without one.",
+        fix: "take a backup (a Job or VolumeSnapshot labelled dx.hcl.com/backup-of), wait for it to complete, and apply again",
+        check: backup::before_update,
     },
     Rule {
         id: "config-in-use",

@@ -506,7 +506,9 @@ fn update_rules_compare_with_the_stored_object() {
     assert_eq!(
         got,
         [
-            "claim-templates-change | spec.volumeClaimTemplates[0] | claim template \"logs\" changes: storage request 10Gi -> 20Gi"
+            "claim-templates-change | spec.volumeClaimTemplates[0] | claim template \"logs\" changes: storage request 10Gi -> 20Gi",
+            // A claim template change is category P: offline, the backup gate cannot judge.
+            "backup-before-update | StatefulSet dx/dx-core | not judged: no cluster is connected",
         ]
     );
 
@@ -519,13 +521,29 @@ fn update_rules_compare_with_the_stored_object() {
     assert_eq!(
         findings_with(&Settings::default(), downgraded.clone(), Some(old.clone())),
         [
-            "version-downgrade | metadata.labels[app.kubernetes.io/version] | 95.225.0 -> 95.220.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0"
+            "version-downgrade | metadata.labels[app.kubernetes.io/version] | 95.225.0 -> 95.220.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0",
+            "backup-before-update | StatefulSet dx/dx-core | not judged: no cluster is connected",
         ]
     );
     let declared = set(downgraded, "/metadata/annotations", json!({"dx.hcl.com/allow-downgrade": "true"}));
-    assert_eq!(findings_with(&Settings::default(), declared, Some(old.clone())), Vec::<String>::new());
+    let not_judged = ["backup-before-update | StatefulSet dx/dx-core | not judged: no cluster is connected"];
+    assert_eq!(findings_with(&Settings::default(), declared, Some(old.clone())), not_judged);
     let upgraded = set(core(), "/metadata/labels/app.kubernetes.io~1version", json!("95.230.0"));
-    assert_eq!(findings_with(&Settings::default(), upgraded, Some(old)), Vec::<String>::new());
+    assert_eq!(findings_with(&Settings::default(), upgraded, Some(old)), not_judged);
+    // ConfigMaps go down a version the same way (a helm rollback applies them first).
+    let map = set(core_config(), "/metadata/labels/app.kubernetes.io~1version", json!("95.225.0"));
+    let map_down = set(core_config(), "/metadata/labels/app.kubernetes.io~1version", json!("95.220.0"));
+    assert_eq!(
+        findings_with(&Settings::default(), map_down.clone(), Some(map.clone())),
+        [
+            "version-downgrade | metadata.labels[app.kubernetes.io/version] | 95.225.0 -> 95.220.0 is a downgrade; a rollback needs the backup taken before the update to 95.225.0"
+        ]
+    );
+    assert_eq!(
+        findings_with(&Settings::default(), map_down, Some(core_config())),
+        Vec::<String>::new(),
+        "without the label on both sides the rule does not apply"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::normal::{normalized, without_checksums};
 use crate::policy::annotations::{PERSISTENCE_SCHEMA, VERSION_LABEL};
+use crate::policy::values::Quantity;
 use crate::policy::{Component, Object, ResourceKind};
 
 /// The update categories of the DX update design.
@@ -234,7 +235,7 @@ fn field(step: &Step) -> Option<&str> {
 /// Differences between two semantic forms, down to the first level where they differ in shape.
 /// Lists of named elements (containers, env, volumes) are matched by name.
 fn diff(path: &mut Vec<Step>, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<Difference>) {
-    if old == new {
+    if old == new || same_quantity(path, old, new) {
         return;
     }
     // Labels and annotations are compared key by key, also when one side has none.
@@ -276,6 +277,13 @@ fn diff(path: &mut Vec<Step>, old: Option<&Value>, new: Option<&Value>, out: &mu
         }
         _ => out.push(Difference { path: path.clone(), old: old.cloned(), new: new.cloned() }),
     }
+}
+
+/// Resource quantities compare by value: the API server stores `10240Mi` as `10Gi`.
+fn same_quantity(path: &[Step], old: Option<&Value>, new: Option<&Value>) -> bool {
+    let in_resources = path.iter().any(|step| matches!(step, Step::Field(f) if f == "resources"));
+    let quantity = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|t| t.parse::<Quantity>().ok());
+    in_resources && quantity(old).is_some_and(|a| quantity(new).is_some_and(|b| a == b))
 }
 
 /// A list element's name: its `name`, or `metadata.name` (claim templates).
@@ -527,6 +535,10 @@ mod tests {
     #[test]
     fn a_defaulted_stored_object_and_its_rendered_manifest_are_unchanged() {
         let rendered = core("hcl/dx/core:95_CF225", "95.225.0");
+        let mut canonical = stored(rendered.clone());
+        canonical["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = json!("1024Mi");
+        let result = compared(canonical, rendered.clone());
+        assert_eq!(result.change, Change::Unchanged, "quantities compare by value: {:?}", result.summary);
         let result = compared(stored(rendered.clone()), rendered);
         assert_eq!(result.change, Change::Unchanged, "{:?}", result.summary);
         assert_eq!(result.categories.to_string(), "");
