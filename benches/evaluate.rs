@@ -22,6 +22,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ROUNDS: usize = 15;
 const PER_ROUND: usize = 200;
 
+/// An UPDATE of `old` to `object`: evaluate also compares the two for the update categories.
+fn update(object: &Value, old: &Value) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&review(object)).unwrap();
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = old.clone();
+    serde_json::to_vec(&review).unwrap()
+}
+
 fn review(object: &Value) -> Vec<u8> {
     let text = std::fs::read_to_string("tests/fixtures/admission-reviews/configmap-create-allowed.json").unwrap();
     let mut review: Value = serde_json::from_str(&text).unwrap();
@@ -49,7 +57,15 @@ fn examples() -> Vec<(String, Vec<u8>)> {
                     object["kind"].as_str().unwrap(),
                     object["metadata"]["name"].as_str().unwrap()
                 );
-                out.push((name, review(&object)));
+                out.push((name.clone(), review(&object)));
+                // Workloads are also updated: unchanged (the whole semantic compare, nothing found)
+                // and to a new image (category A).
+                if set == "valid" && object["kind"] != "ConfigMap" && object["kind"] != "PersistentVolumeClaim" {
+                    out.push((format!("{name} UPDATE same"), update(&object, &object)));
+                    let mut image = object.clone();
+                    image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hcl/dx/next:95_CF230");
+                    out.push((format!("{name} UPDATE image"), update(&image, &object)));
+                }
             }
         }
     }
