@@ -500,12 +500,8 @@ fn backup_needed(
     if new.kind() != ResourceKind::StatefulSet {
         return None;
     }
-    let gated: Vec<&str> = [Category::Application, Category::Persistence]
-        .into_iter()
-        .filter(|c| compared.categories.contains(*c))
-        .map(Category::letter)
-        .collect();
-    (!gated.is_empty()).then(|| format!("a category {} change of {component}", gated.join(",")))
+    let gated = compared.categories.needing_backup()?;
+    Some(format!("a category {gated} change of {component}"))
 }
 
 /// Runs `plan` end to end and returns the exit code.

@@ -57,14 +57,7 @@ pub fn before_update(ctx: &Context<'_>, out: &mut Findings<'_>) {
     let Some(component) = ctx.component.filter(|c| c.workload_kind() == Some(ResourceKind::StatefulSet)) else {
         return;
     };
-    let gated: Vec<&str> = [Category::Application, Category::Persistence]
-        .into_iter()
-        .filter(|c| ctx.categories.contains(*c))
-        .map(Category::letter)
-        .collect();
-    if gated.is_empty() {
-        return;
-    }
+    let Some(gated) = ctx.categories.needing_backup() else { return };
     let reason = ctx.object.annotation(BACKUP_SKIP_REASON).filter(|r| !r.trim().is_empty());
     let path = FieldPath::object(ctx.object.kind().as_str(), ctx.object_name);
     if let Some(reason) = reason
@@ -77,7 +70,7 @@ pub fn before_update(ctx: &Context<'_>, out: &mut Findings<'_>) {
     if declared_downgrade_across_p(ctx) {
         return restore_before(ctx, component, path, out);
     }
-    let change = format!("a category {} change of {component}", gated.join(","));
+    let change = format!("a category {gated} change of {component}");
     let take = format!(
         "take one (e.g. kubectl create job --from=cronjob/dx-{component}-backup dx-{component}-backup-$(date +%s) -n {}), \
          wait for it to complete, then apply again; or set annotation {BACKUP_SKIP_REASON} to say why not",

@@ -77,6 +77,14 @@ impl Categories {
     pub fn iter(self) -> impl Iterator<Item = Category> {
         Category::ALL.into_iter().filter(move |c| self.contains(*c))
     }
+
+    /// The categories among these that migrate data, so need a backup first (A and P), as `A,P`;
+    /// `None` when there is none.
+    pub fn needing_backup(self) -> Option<String> {
+        let gated: Categories =
+            self.iter().filter(|c| matches!(c, Category::Application | Category::Persistence)).collect();
+        (!gated.is_empty()).then(|| gated.to_string())
+    }
 }
 
 impl FromIterator<Category> for Categories {
@@ -705,6 +713,10 @@ mod tests {
             (Some(&workload), None, ComponentBefore::Present, Change::Removed, "R"),
             (Some(&map), None, ComponentBefore::Present, Change::Removed, "R"),
         ];
+        let set = |letters: &[Category]| letters.iter().copied().collect::<Categories>();
+        assert_eq!(set(&[Category::Application, Category::Configuration]).needing_backup().as_deref(), Some("A"));
+        assert_eq!(set(&[Category::Persistence, Category::Application]).needing_backup().as_deref(), Some("A,P"));
+        assert_eq!(set(&[Category::Configuration, Category::New]).needing_backup(), None);
         for (old, new, before, change, categories) in cases {
             let result = compare(old, new, Some(Component::Core), before, Checksums::Counted);
             assert_eq!((result.change, result.categories.to_string().as_str()), (change, categories));
