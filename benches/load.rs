@@ -10,6 +10,7 @@
 //! Run: `cargo bench --bench load` (about 10 minutes; the first run also builds the kube-apiserver,
 //! etcd and OPA from the Go module proxy, cached like the end-to-end suite's binaries).
 //! Soak: `cargo bench --bench load -- soak [--minutes 10] [--rate 400] [--config-maps 10000]`.
+//! Sections alone: `cargo bench --bench load -- reports` (any of [`SECTIONS`]).
 
 #[path = "../tests/e2e/cluster.rs"]
 #[allow(dead_code)]
@@ -442,8 +443,107 @@ async fn create_config_maps(client: &kube::Client, from: usize, to: usize) {
         .await;
 }
 
+/// Namespaces `dx-report-<from>` .. `<to>`, each with the 13 example objects and 87 more RingAPI
+/// Deployments (every tenth with an unpinned image, denied by `image-pinned`), all at 0 replicas.
+async fn create_dx_namespaces(client: &kube::Client, from: usize, to: usize) {
+    use futures_util::StreamExt;
+    use kube::api::{DynamicObject, PostParams};
+    let examples: Vec<Value> = examples("valid").into_iter().map(|(_, object)| object).collect();
+    let ring_api =
+        examples.iter().find(|o| o["metadata"]["name"] == "dx-ring-api").expect("the RingAPI example").clone();
+    let mut objects = Vec::new();
+    for n in from..to {
+        let namespace = format!("dx-report-{n:02}");
+        objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+        let mut own: Vec<Value> = examples.iter().filter(|o| o["kind"] != "PersistentVolumeClaim").cloned().collect();
+        for i in 0..87 {
+            let mut copy = ring_api.clone();
+            copy["metadata"]["name"] = json!(format!("dx-ring-api-{i:02}"));
+            if i % 10 == 0 {
+                copy["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hcl/dx/ring-api:latest");
+            }
+            own.push(copy);
+        }
+        for object in &mut own {
+            object["metadata"]["namespace"] = json!(namespace);
+            if object["spec"]["replicas"].is_number() {
+                object["spec"]["replicas"] = json!(0);
+            }
+        }
+        objects.extend(own);
+    }
+    let (namespaces, namespaced): (Vec<Value>, Vec<Value>) =
+        objects.into_iter().partition(|o| o["kind"] == "Namespace");
+    for batch in [namespaces, namespaced] {
+        futures_util::stream::iter(batch)
+            .for_each_concurrent(32, |object| {
+                let client = client.clone();
+                async move {
+                    let object: DynamicObject = serde_json::from_value(object).expect("an object");
+                    let types = object.types.clone().expect("apiVersion and kind");
+                    let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
+                    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+                    let plural = format!("{}s", types.kind.to_lowercase());
+                    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+                    let api: kube::Api<DynamicObject> = match &object.metadata.namespace {
+                        Some(namespace) => kube::Api::namespaced_with(client, namespace, &resource),
+                        None => kube::Api::all_with(client, &resource),
+                    };
+                    match api.create(&PostParams::default(), &object).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        Err(error) => panic!("creating {} {:?}: {error}", types.kind, object.metadata.name),
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+/// dx-admission in `--cluster` mode with a 5 s report interval, its log lines of finished scans
+/// sent to the receiver.
+fn start_reporting(tls: &Tls, kubeconfig: &Path) -> (Process, std::sync::mpsc::Receiver<Value>) {
+    use std::io::BufRead;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dx-admission"))
+        .arg("serve")
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--metrics-listen=127.0.0.1:{}", free_port()))
+        .arg(format!("--tls-cert={}", tls.path("tls.crt").display()))
+        .arg(format!("--tls-key={}", tls.path("tls.key").display()))
+        .arg(format!("--schemas={}", repo().join("schemas").display()))
+        .arg("--cluster")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--checksum-key-file={}", tls.path("checksum.key").display()))
+        .arg("--identity=report-benchmark")
+        .arg("--lease-name=report-benchmark")
+        .arg("--report-interval=5s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dx-admission starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, scans) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Value>(&line)
+                && value["message"] == "existing DX objects judged"
+                && sender.send(value).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (Process { name: "dx-admission".into(), child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }, scans)
+}
+
+/// The next finished scan's log line (at most 10 minutes).
+fn next_scan(scans: &std::sync::mpsc::Receiver<Value>) -> Value {
+    scans.recv_timeout(Duration::from_secs(600)).expect("a scan finishes within 10 minutes")
+}
+
 /// The sections of the benchmark; naming some on the command line runs only those.
-const SECTIONS: [&str; 6] = ["saturation", "workloads", "latency", "size", "schemas", "cache"];
+const SECTIONS: [&str; 7] = ["saturation", "workloads", "latency", "size", "schemas", "cache", "reports"];
 
 async fn bench(args: &[String]) {
     for arg in args {
@@ -679,6 +779,65 @@ async fn bench(args: &[String]) {
         }
     }
 
+    // 7. The background evaluation: PolicyReports of existing DX objects, bounded by namespace.
+    if wanted("reports") {
+        println!("\n## Background evaluation: PolicyReports of existing DX objects (100 per namespace, 9 denied)");
+        let crd = api.helm(&[
+            "template",
+            "x",
+            "charts/dx-admission",
+            "--set",
+            "reports.installCRD=true",
+            "--show-only",
+            "templates/crd-policyreport.yaml",
+        ]);
+        assert!(crd.status.success(), "helm template: {}", String::from_utf8_lossy(&crd.stderr));
+        kubectl(&["apply", "-f", "-"], Some(&String::from_utf8_lossy(&crd.stdout)));
+        kubectl(&["wait", "--for=condition=Established", "crd/policyreports.wgpolicyk8s.io", "--timeout=60s"], None);
+        println!(
+            "{:<9} {:>10} {:>8} {:>13} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "objects",
+            "namespaces",
+            "reports",
+            "first scan s",
+            "objects/s",
+            "rescan s",
+            "rewrites",
+            "RSS MiB",
+            "peak MiB"
+        );
+        let client = common_client(&api.kubeconfig).await;
+        let mut made = 0;
+        let mut rows = Vec::new();
+        for namespaces in [10usize, 50] {
+            create_dx_namespaces(&client, made, namespaces).await;
+            made = namespaces;
+            let (process, scans) = start_reporting(&tls, &api.kubeconfig);
+            let first = next_scan(&scans);
+            let again = next_scan(&scans);
+            let (rss, peak) = (process.memory_mib("VmRSS"), process.memory_mib("VmHWM"));
+            let objects = first["objects"].as_u64().unwrap_or(0);
+            let seconds = first["seconds"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{objects:<9} {:>10} {:>8} {seconds:>13.2} {:>10.0} {:>9.2} {:>9} {rss:>9.1} {peak:>9.1}",
+                first["namespaces"],
+                first["written"],
+                objects as f64 / seconds,
+                again["seconds"].as_f64().unwrap_or(f64::NAN),
+                again["written"],
+            );
+            rows.push((objects as f64, seconds, peak));
+        }
+        if let [small, large] = rows[..] {
+            println!(
+                "{:.0}x the objects: {:.2}x the first scan's time, {:.2}x the peak RSS",
+                large.0 / small.0,
+                large.1 / small.1,
+                large.2 / small.2
+            );
+        }
+    }
+
     println!(
         "\nserver under load: RSS {:.1} MiB, peak {:.1} MiB; total run {:.0} s",
         dx.memory_mib("VmRSS"),
@@ -691,7 +850,7 @@ async fn bench(args: &[String]) {
 }
 
 async fn common_client(kubeconfig: &Path) -> kube::Client {
-    dx_admission::cluster::connect(Some(kubeconfig)).await.expect("kube client")
+    dx_admission::client::connect(Some(kubeconfig)).await.expect("kube client")
 }
 
 /// One answer's body, as text (or why there is none).

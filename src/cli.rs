@@ -40,6 +40,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Plan an update before it is applied: what changes, of which category, what rolls, what is refused.
     Plan(PlanArgs),
+    /// Report the state of a DX deployment: findings of existing objects, stale config, pods on
+    /// old config, stuck rollouts; or what a candidate schema version would deny.
+    Report(ReportArgs),
     /// Print the rule catalogue.
     Rules(RulesArgs),
     /// A Helm post-renderer: pass clean rendered manifests through, fail the release otherwise.
@@ -277,6 +280,13 @@ pub struct ClusterArgs {
     /// Time a direct read of a ConfigMap or Secret missing from the cache may take.
     #[arg(long, env = "DX_ADMISSION_FETCH_TIMEOUT", default_value = "1s", requires = "cluster")]
     pub fetch_timeout: FlagDuration,
+    /// How often the Lease holder judges every existing DX object again and writes PolicyReports
+    /// (also on taking the Lease and when the schema set changes).
+    #[arg(long, env = "DX_ADMISSION_REPORT_INTERVAL", default_value = "10m", requires = "cluster")]
+    pub report_interval: FlagDuration,
+    /// An updated pod not Ready for longer than this makes its workload's rollout stuck.
+    #[arg(long, env = "DX_ADMISSION_ROLLOUT_STUCK_AFTER", default_value = "10m", requires = "cluster")]
+    pub rollout_stuck_after: FlagDuration,
 }
 
 impl ClusterArgs {
@@ -286,7 +296,7 @@ impl ClusterArgs {
             return Ok(None);
         }
         let checksum_key = match (&self.checksum_key_file, dev_cert_dir) {
-            (Some(path), _) => read_checksum_key(path)?,
+            (Some(path), _) => crate::checksum::digest::read_key_file(path).map_err(|e| anyhow::anyhow!(e))?,
             (None, Some(dir)) => crate::dev::ensure_checksum_key(dir)?,
             (None, None) => {
                 anyhow::bail!("--checksum-key-file must be set with --cluster (a key shared by every replica)")
@@ -303,18 +313,10 @@ impl ClusterArgs {
             lease_name: self.lease_name.clone(),
             identity,
             fetch_timeout: self.fetch_timeout.0,
+            report_interval: self.report_interval.0,
+            rollout_stuck_after: self.rollout_stuck_after.0,
         }))
     }
-}
-
-/// Reads the shared HMAC key for Secret checksums.
-fn read_checksum_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let key = std::fs::read(path).map_err(|e| anyhow::anyhow!("--checksum-key-file {}: {e}", path.display()))?;
-    let key = key.trim_ascii().to_vec();
-    if key.len() < 16 {
-        anyhow::bail!("--checksum-key-file {}: the key has {} bytes; use at least 16", path.display(), key.len());
-    }
-    Ok(key)
 }
 
 /// Certificates dx-admission makes and rotates itself, for clusters without cert-manager.
@@ -497,6 +499,68 @@ impl From<&PlanArgs> for crate::plan::Options {
                 PlanFormat::Text => Format::Text,
                 PlanFormat::Json => Format::Json,
                 PlanFormat::Markdown => Format::Markdown,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("from").required(true).args(["cluster", "files"])))]
+pub struct ReportArgs {
+    /// Read the deployment from the API server (list and get calls only).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Report on manifests instead: files, directories (*.yaml, *.yml, *.json), or - for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// kubeconfig for --cluster; without it, in-cluster, else $KUBECONFIG.
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only this namespace [default: all namespaces with --cluster; `default` for manifests that name none].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Judge every object under this schema version (a candidate before it becomes the default).
+    #[arg(long)]
+    pub schema_version: Option<String>,
+    /// Directory of versioned schemas.
+    #[arg(long, env = "DX_ADMISSION_SCHEMAS", default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// Optional YAML policy file, as for serve.
+    #[arg(long, env = "DX_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The replicas' HMAC key: the Secret checksums pod templates carry are compared too.
+    #[arg(long, requires = "cluster")]
+    pub checksum_key_file: Option<PathBuf>,
+    /// An updated pod not Ready for longer than this makes its rollout stuck.
+    #[arg(long, default_value = "10m")]
+    pub rollout_stuck_after: FlagDuration,
+    #[arg(short = 'o', long, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+impl From<&ReportArgs> for crate::report::Options {
+    fn from(args: &ReportArgs) -> Self {
+        use crate::report::{Format, ReportFrom};
+        Self {
+            from: if args.cluster {
+                ReportFrom::Cluster { kubeconfig: args.kubeconfig.clone() }
+            } else {
+                ReportFrom::Files(args.files.clone())
+            },
+            namespace: args.namespace.clone(),
+            schema_version: args.schema_version.clone(),
+            schemas: args.schemas.clone(),
+            checksum_key_file: args.checksum_key_file.clone(),
+            stuck_after: args.rollout_stuck_after.0,
+            format: match args.output {
+                ReportFormat::Text => Format::Text,
+                ReportFormat::Json => Format::Json,
             },
         }
     }

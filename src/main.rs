@@ -45,6 +45,13 @@ fn main() -> ExitCode {
                 ExitCode::from(dx_admission::plan::EXIT_INPUT as u8)
             }
         },
+        Command::Report(args) => match load_settings(args.config.as_deref()) {
+            Ok(settings) => ExitCode::from(dx_admission::report::run(&(&args).into(), &settings) as u8),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(check::EXIT_INPUT as u8)
+            }
+        },
         Command::Serve(args) => {
             let _log_writer = match telemetry::init(cli.log_format, &cli.log) {
                 Ok(guard) => guard,

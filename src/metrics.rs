@@ -75,6 +75,26 @@ pub struct BackupLabels {
     pub component: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    /// `statefulset/<name>` or `deployment/<name>`.
+    pub workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ExistingFindingLabels {
+    pub namespace: String,
+    pub rule: String,
+    /// `deny`, `warn` or `audit`.
+    pub severity: &'static str,
+}
+
 /// Every metric dx-admission exports.
 pub struct Metrics {
     registry: Registry,
@@ -93,6 +113,10 @@ pub struct Metrics {
     pub watch_errors: Family<WatchLabels, Counter>,
     pub rollout_leader: Gauge,
     pub backup_completed: Family<BackupLabels, Gauge>,
+    pub existing_findings: Family<ExistingFindingLabels, Gauge>,
+    pub workloads_stale_config: Family<NamespaceLabels, Gauge>,
+    pub pods_on_old_config: Family<WorkloadLabels, Gauge>,
+    pub rollout_stuck: Family<WorkloadLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -179,6 +203,30 @@ impl Metrics {
             "Unix time the newest completed backup of a stateful DX component finished; 0 when there is none",
             backup_completed.clone(),
         );
+        let existing_findings = Family::<ExistingFindingLabels, Gauge>::default();
+        registry.register(
+            "existing_findings",
+            "Existing DX objects with findings of a rule, by the background evaluation (Lease holder only)",
+            existing_findings.clone(),
+        );
+        let workloads_stale_config = Family::<NamespaceLabels, Gauge>::default();
+        registry.register(
+            "workloads_stale_config",
+            "DX workloads whose pods do not run the current content of a ConfigMap or Secret they use (Lease holder only)",
+            workloads_stale_config.clone(),
+        );
+        let pods_on_old_config = Family::<WorkloadLabels, Gauge>::default();
+        registry.register(
+            "pods_on_old_config",
+            "Running pods of a DX workload that run an older pod template (Lease holder only)",
+            pods_on_old_config.clone(),
+        );
+        let rollout_stuck = Family::<WorkloadLabels, Gauge>::default();
+        registry.register(
+            "rollout_stuck",
+            "1 while an updated pod of a DX workload has not been Ready for longer than --rollout-stuck-after (Lease holder only)",
+            rollout_stuck.clone(),
+        );
         // Both results exist from the start, so a rate() over them is defined before the first event.
         for family in [&tls_reloads, &schema_reloads, &rollouts] {
             for result in ["ok", "failed"] {
@@ -202,6 +250,10 @@ impl Metrics {
             watch_errors,
             rollout_leader,
             backup_completed,
+            existing_findings,
+            workloads_stale_config,
+            pods_on_old_config,
+            rollout_stuck,
         }
     }
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,27 +77,10 @@ async fn certificate_rotation_and_a_broken_pair_under_load_fail_no_review() {
     assert_no_failures(&outcome, "certificate rotation and a broken pair");
 }
 
-fn copy_schemas(to: &Path) {
-    let from = common::repo().join("schemas");
-    let mut stack = vec![from.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let target = to.join(path.strip_prefix(&from).unwrap());
-            if path.is_dir() {
-                std::fs::create_dir_all(&target).unwrap();
-                stack.push(path);
-            } else {
-                std::fs::copy(&path, &target).unwrap();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_schema_reloaded_under_load_fails_no_review_and_keeps_the_last_good_set() {
     let schemas = tempfile::tempdir().unwrap();
-    copy_schemas(schemas.path());
+    common::copy_schemas(schemas.path());
     let dir = schemas.path().to_owned();
     let server = TestServer::start_with(|config| config.schemas = dir.clone()).await;
     let load = start_load(&server, 4);

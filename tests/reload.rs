@@ -113,24 +113,11 @@ fn config_with_cache_entries(entries: &str) -> serde_json::Value {
     })
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn schema_changes_are_picked_up_and_a_broken_set_is_refused_whole() {
     let temp = tempfile::tempdir().unwrap();
     let schemas = temp.path().join("schemas");
-    copy_dir(&common::repo().join("schemas"), &schemas);
+    common::copy_schemas(&schemas);
     let dir = schemas.clone();
     let server = TestServer::start_with(move |config| config.schemas = dir).await;
     let review = review("CREATE", Some(&config_with_cache_entries("5000")), None);

@@ -129,6 +129,22 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The HMAC key for Secret digests, read from `--checksum-key-file` the same way by `serve`,
+/// `plan` and `report` (trimmed of surrounding whitespace, at least 16 bytes), so all three give
+/// a Secret the same checksum. The error names the flag and the file.
+pub fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let key = std::fs::read(path).map_err(|e| format!("--checksum-key-file {}: {e}", path.display()))?;
+    let key = key.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(format!(
+            "--checksum-key-file {}: the key has {} bytes; use at least 16",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,15 +4,14 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::metrics::{BackupLabels, Metrics};
 use crate::policy::Component;
@@ -33,13 +32,19 @@ impl Backups {
     pub async fn start(client: Client, metrics: Arc<Metrics>, stop: CancellationToken) -> Self {
         let labelled = || watcher::Config::default().labels(BACKUP_OF);
         let (jobs, writer) = reflector::store::<Job>();
-        spawn_watch(watcher::watcher(Api::<Job>::all(client.clone()), labelled()), writer, "Job", &metrics, &stop);
+        super::spawn_watch(
+            watcher::watcher(Api::<Job>::all(client.clone()), labelled()),
+            writer,
+            "Job",
+            &metrics,
+            &stop,
+        );
         let snapshots = match snapshot_resource(&client).await {
             Some(resource) => {
                 let writer = reflector::store::Writer::new(resource.clone());
                 let store = writer.as_reader();
                 let api = Api::<DynamicObject>::all_with(client, &resource);
-                spawn_watch(watcher::watcher(api, labelled()), writer, "VolumeSnapshot", &metrics, &stop);
+                super::spawn_watch(watcher::watcher(api, labelled()), writer, "VolumeSnapshot", &metrics, &stop);
                 Some(store)
             }
             None => {
@@ -52,14 +57,7 @@ impl Backups {
 
     /// Both watches have listed everything once.
     pub fn is_synced(&self) -> bool {
-        use futures_util::FutureExt;
-        fn listed<K: kube::Resource + Clone>(store: &Store<K>) -> bool
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
-        }
-        listed(&self.jobs) && self.snapshots.as_ref().is_none_or(listed)
+        super::listed(&self.jobs) && self.snapshots.as_ref().is_none_or(super::listed)
     }
 
     /// The completed backups of `component` (or `all`) in `namespace`.
@@ -117,66 +115,30 @@ pub async fn snapshot_resource(client: &Client) -> Option<ApiResource> {
     })
 }
 
-fn spawn_watch<K>(
-    stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    writer: reflector::store::Writer<K>,
-    kind: &'static str,
-    metrics: &Arc<Metrics>,
-    stop: &CancellationToken,
-) where
-    K: kube::Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (metrics, stop) = (Arc::clone(metrics), stop.clone());
-    let events = stream
-        .default_backoff()
-        .inspect(move |event| {
-            if let Err(error) = event {
-                warn!(%error, kind, "watch failed; retrying");
-                metrics.count_watch_error(kind);
-            }
-        })
-        .reflect(writer)
-        .for_each(|_| async {});
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = events => {}
-        }
-    });
-}
-
 /// How often the backup gauge is brought up to date from the stores.
 const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps `dx_admission_backup_completed_timestamp_seconds` current: one series per namespace and
 /// stateful DX component that has a workload, the newest backup covering it, or 0.
 pub fn spawn_gauge(cluster: Arc<super::Cluster>, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(GAUGE_REFRESH);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !cluster.is_synced() {
-                continue;
-            }
-            let mut newest: std::collections::BTreeMap<(String, Component), i64> = Default::default();
-            for set in cluster.workloads.stateful_sets.state() {
-                let Some(component) = cluster.workloads.component_of(&set.metadata) else { continue };
-                let namespace = set.metadata.namespace.clone().unwrap_or_default();
-                let object = crate::policy::Object::StatefulSet((*set).clone());
-                let backups = cluster.backups.completed(&namespace, component);
-                let completed = crate::policy::rules::newest(&object, &backups).map_or(0, |b| b.completed);
-                let entry = newest.entry((namespace, component)).or_default();
-                *entry = (*entry).max(completed);
-            }
-            let family = &cluster.metrics.backup_completed;
-            family.clear();
-            for ((namespace, component), completed) in newest {
-                family.get_or_create(&BackupLabels { namespace, component: component.as_str() }).set(completed);
-            }
+    super::every(GAUGE_REFRESH, stop, move || {
+        if !cluster.is_synced() {
+            return;
+        }
+        let mut newest: std::collections::BTreeMap<(String, Component), i64> = Default::default();
+        for set in cluster.workloads.stateful_sets.state() {
+            let Some(component) = cluster.workloads.component_of(&set.metadata) else { continue };
+            let namespace = set.metadata.namespace.clone().unwrap_or_default();
+            let object = crate::policy::Object::StatefulSet((*set).clone());
+            let backups = cluster.backups.completed(&namespace, component);
+            let completed = crate::policy::rules::newest(&object, &backups).map_or(0, |b| b.completed);
+            let entry = newest.entry((namespace, component)).or_default();
+            *entry = (*entry).max(completed);
+        }
+        let family = &cluster.metrics.backup_completed;
+        family.clear();
+        for ((namespace, component), completed) in newest {
+            family.get_or_create(&BackupLabels { namespace, component: component.as_str() }).set(completed);
         }
     });
 }

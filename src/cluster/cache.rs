@@ -22,6 +22,7 @@ use crate::lookup::Lookup;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::policy::schema::SourceSchema;
 use crate::policy::settings::Selector;
+use crate::report::drift::last_written;
 
 /// A source in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +40,9 @@ struct Cached {
     schema: Option<SourceSchema>,
     /// The listing that last saw the source, to drop what a re-listing no longer has.
     listing: u32,
+    /// When its content last changed (Unix seconds): its last write when first seen, then the
+    /// write at which its digest changed. Stale-config reports read it.
+    changed_at: Option<i64>,
 }
 
 pub struct ConfigCache {
@@ -143,7 +147,8 @@ impl ConfigCache {
                     let key = key_of(&object, kind);
                     let digest = self.digest_of(&object);
                     let schema = object.source_schema(&self.selector);
-                    let previous = self.insert(&key, digest.clone(), schema, listing, true);
+                    let written = last_written(object.meta());
+                    let previous = self.insert(&key, digest.clone(), schema, written, listing, true);
                     // A source first seen after the first listing is a change too: it was created,
                     // or came back in a re-listing after the API server was unreachable, and
                     // workloads admitted meanwhile may lack its checksum.
@@ -215,6 +220,7 @@ impl ConfigCache {
         key: &SourceKey,
         digest: SourceDigest,
         schema: Option<SourceSchema>,
+        written: Option<i64>,
         listing: u32,
         replace: bool,
     ) -> Option<SourceDigest> {
@@ -226,14 +232,24 @@ impl ConfigCache {
         if !replace && sources.contains_key(&key.source) {
             return None;
         }
+        // An unchanged content keeps the time it last changed; other writes (labels) do not count.
+        let changed_at = match sources.get(&key.source) {
+            Some(cached) if cached.digest == digest => cached.changed_at,
+            _ => written,
+        };
         let mut source = key.source.clone();
         source.name.shrink_to_fit();
-        sources.insert(source, Cached { digest, schema, listing }).map(|previous| previous.digest)
+        sources.insert(source, Cached { digest, schema, listing, changed_at }).map(|previous| previous.digest)
     }
 
     /// The cached digest, if any.
     pub fn get(&self, key: &SourceKey) -> Option<SourceDigest> {
         Some(self.entries.read().ok()?.get(&key.namespace)?.get(&key.source)?.digest.clone())
+    }
+
+    /// When a cached source's content last changed (Unix seconds), when known.
+    pub fn changed_at(&self, key: &SourceKey) -> Option<i64> {
+        self.entries.read().ok()?.get(&key.namespace)?.get(&key.source)?.changed_at
     }
 
     /// What decides the schema of a cached DX ConfigMap; `None` for other sources.
@@ -251,19 +267,21 @@ impl ConfigCache {
         let read = match key.source.kind {
             SourceKind::ConfigMap => {
                 let api = Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace);
-                read(&api, name, timeout)
-                    .await
-                    .map(|found| found.map(|o| (self.digest_of(&o), o.source_schema(&self.selector))))
+                read(&api, name, timeout).await.map(|found| {
+                    found.map(|o| (self.digest_of(&o), o.source_schema(&self.selector), last_written(&o.metadata)))
+                })
             }
             SourceKind::Secret => {
                 let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
-                read(&api, name, timeout).await.map(|found| found.map(|o| (self.digest_of(&o), None)))
+                read(&api, name, timeout)
+                    .await
+                    .map(|found| found.map(|o| (self.digest_of(&o), None, last_written(&o.metadata))))
             }
         };
         let fetched = match read {
-            Ok(Some((digest, schema))) => {
+            Ok(Some((digest, schema, written))) => {
                 // Unless the watch got there first; a listing running now re-stamps it if it still exists.
-                self.insert(key, digest.clone(), schema, 0, false);
+                self.insert(key, digest.clone(), schema, written, 0, false);
                 Lookup::Found(digest)
             }
             Ok(None) => Lookup::Absent,

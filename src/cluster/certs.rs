@@ -67,7 +67,7 @@ pub enum CertError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Client(#[from] super::ClusterError),
+    Client(#[from] crate::client::ConnectError),
 }
 
 const CA_CRT: &str = "ca.crt";
@@ -248,7 +248,7 @@ pub struct SelfManaged {
 
 impl SelfManaged {
     pub async fn new(config: SelfManagedConfig) -> Result<Self, CertError> {
-        let client = super::connect(config.kubeconfig.as_deref()).await?;
+        let client = crate::client::connect(config.kubeconfig.as_deref()).await?;
         Ok(Self { api: Api::namespaced(client.clone(), &config.namespace), client, config })
     }
 

@@ -34,7 +34,8 @@ use tracing::{debug, info, warn};
 
 use super::Cluster;
 use super::cache::SourceKey;
-use super::workloads::{Workload, WorkloadKey, WorkloadKind, listed, slim};
+use super::listed;
+use super::workloads::{Workload, WorkloadKey, WorkloadKind, slim};
 use crate::checksum::patch::stamp_references;
 use crate::checksum::{Narrowing, SourceKind};
 use crate::lookup::Lookup;

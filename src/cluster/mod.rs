@@ -7,7 +7,9 @@ mod cache;
 pub mod certs;
 mod controller;
 mod facts;
+mod health;
 mod lease;
+mod reports;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -15,17 +17,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub use cache::{ConfigCache, SourceKey};
 pub use lease::LeaderElection;
 pub use workloads::{AUTO_ROLLOUT, WorkloadKey, WorkloadKind, Workloads, wants_rollout};
 
 use crate::checksum::{SourceRef, Usage};
+use crate::client::{ConnectError, connect};
 use crate::metrics::Metrics;
-use crate::policy::settings::Selector;
+use crate::policy::Settings;
 use crate::server::SchemaStore;
 
 /// How the cluster side is configured.
@@ -45,15 +52,10 @@ pub struct ClusterConfig {
     pub identity: String,
     /// Time a direct read of a source missing from the cache may take.
     pub fetch_timeout: Duration,
-}
-
-/// Why the cluster side did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("--kubeconfig {path}: {message}")]
-    Kubeconfig { path: PathBuf, message: String },
-    #[error("cannot configure a Kubernetes client (in-cluster or $KUBECONFIG): {0}")]
-    Infer(String),
+    /// How often the Lease holder judges every existing DX object again (PolicyReports).
+    pub report_interval: Duration,
+    /// An updated pod not Ready for longer than this makes its rollout stuck.
+    pub rollout_stuck_after: Duration,
 }
 
 /// Everything the server uses of the cluster.
@@ -64,6 +66,10 @@ pub struct Cluster {
     /// The schema set in service, for key-level checksums (`dxConsumers`).
     pub schemas: Arc<SchemaStore>,
     pub workloads: Workloads,
+    /// DX ConfigMaps, pods and ReplicaSets, for the deployment's state reports.
+    pub health: health::Health,
+    /// The policy settings, for the background evaluation.
+    pub settings: Settings,
     pub leader: Arc<LeaderElection>,
     pub config: ClusterConfig,
     pub metrics: Arc<Metrics>,
@@ -73,12 +79,13 @@ impl Cluster {
     /// Connects and starts the watches, the Lease and the controller.
     pub async fn start(
         config: ClusterConfig,
-        selector: Selector,
+        settings: Settings,
         schemas: Arc<SchemaStore>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
-    ) -> Result<Arc<Self>, ClusterError> {
+    ) -> Result<Arc<Self>, ConnectError> {
         let client = client(&config).await?;
+        let selector = settings.selector.clone();
         let pending = controller::Pending::default();
         let watches = (
             controller::watch(&client, &selector, &metrics, &pending),
@@ -97,8 +104,11 @@ impl Cluster {
         );
         let leader = LeaderElection::start(client.clone(), &config, Arc::clone(&metrics), stop.clone());
         let backups = backups::Backups::start(client.clone(), Arc::clone(&metrics), stop.clone()).await;
-        let cluster = Arc::new(Self { cache, backups, schemas, workloads, leader, config, metrics });
+        let health = health::Health::start(&client, &workloads.selector, &metrics, &stop);
+        let cluster = Arc::new(Self { cache, backups, schemas, workloads, health, settings, leader, config, metrics });
         backups::spawn_gauge(Arc::clone(&cluster), stop.clone());
+        health::spawn_gauges(Arc::clone(&cluster), stop.clone());
+        reports::spawn(Arc::clone(&cluster), client.clone(), stop.clone());
         controller::run(client, Arc::clone(&cluster), watches, pending, changed, stop);
         Ok(cluster)
     }
@@ -120,21 +130,59 @@ impl Cluster {
     }
 }
 
-async fn client(config: &ClusterConfig) -> Result<Client, ClusterError> {
-    connect(config.kubeconfig.as_deref()).await
+/// Whether a store has completed its first listing (the library's "ready").
+fn listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
 }
 
-/// A client from a kubeconfig file, else inferred (in-cluster service account, else $KUBECONFIG).
-pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClusterError> {
-    let kube_config = match kubeconfig {
-        Some(path) => {
-            let error = |message: String| ClusterError::Kubeconfig { path: path.to_owned(), message };
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| error(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| error(e.to_string()))?
+/// Runs a reflector watch into `writer` until `stop`; failures are logged, counted by `kind` and
+/// retried with the library's backoff.
+fn spawn_watch<K>(
+    stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    kind: &'static str,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (metrics, stop) = (Arc::clone(metrics), stop.clone());
+    let events = stream
+        .default_backoff()
+        .inspect(move |event| {
+            if let Err(error) = event {
+                warn!(%error, kind, "watch failed; retrying");
+                metrics.count_watch_error(kind);
+            }
+        })
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = events => {}
         }
-        None => kube::Config::infer().await.map_err(|e| ClusterError::Infer(e.to_string()))?,
-    };
-    Client::try_from(kube_config).map_err(|e| ClusterError::Infer(e.to_string()))
+    });
+}
+
+/// Runs `refresh` every `period` until `stop`: the gauges brought up to date from the stores.
+fn every(period: Duration, stop: CancellationToken, mut refresh: impl FnMut() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => refresh(),
+            }
+        }
+    });
+}
+
+async fn client(config: &ClusterConfig) -> Result<Client, ConnectError> {
+    connect(config.kubeconfig.as_deref()).await
 }

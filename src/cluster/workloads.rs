@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use futures_util::FutureExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,7 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::cache::SourceKey;
-use crate::checksum::patch::is_checksum_key;
+use super::listed;
 use crate::checksum::{SourceRef, Usage, references};
 use crate::policy::settings::Selector;
 use crate::policy::{Component, PodTemplate};
@@ -83,14 +82,6 @@ pub trait Workload:
     /// The sources its pod template uses, when its pods roll on config changes.
     fn rollout_references(&self, selector: &Selector) -> Option<BTreeMap<SourceRef, Usage>> {
         wants_rollout(self.meta(), selector).then(|| self.pod_spec().map(references)).flatten()
-    }
-
-    /// The checksum annotations its pod template carries now.
-    fn stamped(&self) -> BTreeMap<String, String> {
-        let annotations = self.template_metadata().and_then(|m| m.annotations.as_ref());
-        annotations
-            .map(|a| a.iter().filter(|(k, _)| is_checksum_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
     }
 }
 
@@ -189,11 +180,6 @@ impl Workloads {
     pub fn required_by(&self, source: &SourceKey) -> Vec<WorkloadKey> {
         self.users(source).into_iter().filter(|(_, usage)| usage.required).map(|(key, _)| key).collect()
     }
-}
-
-/// Whether a store has completed its first listing.
-pub fn listed<K: Workload>(store: &Store<K>) -> bool {
-    store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
 }
 
 /// The object the stores keep: without `managedFields`, which is most of a workload's size and

@@ -522,14 +522,10 @@ pub fn run(options: &Options, settings: &Settings) -> i32 {
     };
     let key = match &options.checksum_key_file {
         None => SecretKey::ephemeral(),
-        Some(path) => match std::fs::read(path) {
-            Ok(bytes) if bytes.len() >= 16 => SecretKey::shared(&bytes),
-            Ok(_) => {
-                eprintln!("error: --checksum-key-file {}: the key must have at least 16 bytes", path.display());
-                return EXIT_INPUT;
-            }
+        Some(path) => match crate::checksum::digest::read_key_file(path) {
+            Ok(bytes) => SecretKey::shared(&bytes),
             Err(error) => {
-                eprintln!("error: --checksum-key-file {}: {error}", path.display());
+                eprintln!("error: {error}");
                 return EXIT_INPUT;
             }
         },
@@ -573,7 +569,7 @@ fn read_cluster(
 ) -> Result<Previous, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let client = crate::cluster::connect(kubeconfig).await.map_err(|e| e.to_string())?;
+        let client = crate::client::connect(kubeconfig).await.map_err(|e| e.to_string())?;
         from_cluster(client, namespaces, release, release_namespace).await.map_err(|e| e.to_string())
     })
 }

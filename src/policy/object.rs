@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::settings::Selector;
+use crate::checksum::patch::is_checksum_key;
 use crate::checksum::{SourceKind, SourceRef};
 
 /// The kinds dx-admission reviews. Every other kind is allowed untouched.
@@ -141,6 +142,14 @@ pub trait PodTemplate {
     fn template_metadata(&self) -> Option<&ObjectMeta> {
         self.pod_template()?.metadata.as_ref()
     }
+
+    /// The checksum annotations its pod template carries now.
+    fn stamped(&self) -> BTreeMap<String, String> {
+        let annotations = self.template_metadata().and_then(|m| m.annotations.as_ref());
+        annotations
+            .map(|a| a.iter().filter(|(k, _)| is_checksum_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl PodTemplate for StatefulSet {
@@ -250,6 +259,19 @@ impl Object {
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
         label(self.metadata().annotations.as_ref(), key)
+    }
+
+    /// A copy with `key` set to `value` among its annotations.
+    pub fn with_annotation(&self, key: &str, value: &str) -> Self {
+        let mut copy = self.clone();
+        let metadata = match &mut copy {
+            Self::ConfigMap(o) => &mut o.metadata,
+            Self::StatefulSet(o) => &mut o.metadata,
+            Self::Deployment(o) => &mut o.metadata,
+            Self::Secret(o) => &mut o.metadata,
+        };
+        metadata.annotations.get_or_insert_default().insert(key.to_owned(), value.to_owned());
+        copy
     }
 }
 

@@ -76,6 +76,13 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// The label selector of DX objects, for list and watch calls.
+    pub fn label_selector(&self) -> String {
+        format!("{}={}", self.part_of_label, self.part_of_value)
+    }
+}
+
 impl Default for Selector {
     fn default() -> Self {
         Self {

@@ -30,8 +30,9 @@ pub use error::ApiError;
 pub use schemas::SchemaStore;
 pub use tls::{CertStore, TlsError};
 
+use crate::client::ConnectError;
 use crate::cluster::certs::{CertError, SelfManaged, SelfManagedConfig};
-use crate::cluster::{Cluster, ClusterConfig, ClusterError};
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::metrics::Metrics;
 use crate::policy::Settings;
 use crate::policy::schema::SchemaError;
@@ -98,7 +99,7 @@ pub enum StartError {
     #[error("--schemas: {0}")]
     Schemas(#[from] SchemaError),
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] ConnectError),
     #[error("--self-managed-certs: {0}")]
     SelfManaged(#[from] CertError),
     #[error("--{flag}: cannot listen on {addr}: {source}")]
@@ -227,7 +228,7 @@ impl Server {
             Some(cluster) => Some(
                 Cluster::start(
                     cluster,
-                    config.settings.selector.clone(),
+                    config.settings.clone(),
                     Arc::clone(&schemas),
                     Arc::clone(&metrics),
                     stop_all.clone(),

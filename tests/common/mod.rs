@@ -69,6 +69,48 @@ pub fn failed(panic: Box<dyn std::any::Any + Send>) -> libtest_mimic::Failed {
     libtest_mimic::Failed::from(message)
 }
 
+/// A copy of the repository's schema directory at `to`, for tests that change it.
+pub fn copy_schemas(to: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    copy(&repo().join("schemas"), to);
+}
+
+/// The repository's schemas at `to` plus a candidate `v3` (not the default): v2 with the global
+/// ConfigMap also requiring `dx.region`, which no example sets.
+pub fn candidate_schemas(to: &Path) {
+    copy_schemas(to);
+    let v3 = to.join("v3");
+    for dir in ["configmap", "deployment", "statefulset"] {
+        std::fs::create_dir_all(v3.join(dir)).unwrap();
+        for entry in std::fs::read_dir(to.join("v2").join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, v3.join(dir).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let global = v3.join("configmap/global.json");
+    let mut schema: Value = serde_json::from_str(&std::fs::read_to_string(&global).unwrap()).unwrap();
+    schema["title"] = "Global DX ConfigMap (v3)".into();
+    schema["properties"]["dx.region"] =
+        serde_json::json!({"type": "string", "minLength": 1, "description": "Region the deployment runs in."});
+    schema["required"].as_array_mut().unwrap().push("dx.region".into());
+    std::fs::write(&global, serde_json::to_string_pretty(&schema).unwrap()).unwrap();
+    let index = to.join("index.yaml");
+    let text = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(index, format!("{text}  - name: v3\n    notes: Requires dx.region in the global ConfigMap.\n"))
+        .unwrap();
+}
+
 /// The files of a schema directory as a ConfigMap holds them (the chart's `schemas.configMap`):
 /// flat names, `/` written as `__` (`v2__configmap__core.json`).
 pub fn flat_schemas(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -234,6 +276,12 @@ pub async fn metric_sum(ops: SocketAddr, line_prefix: &str) -> f64 {
     let (_, text) = http_get(ops, "/metrics").await;
     let values = series(&text, line_prefix);
     if values.is_empty() { unstarted_counter(line_prefix) } else { values.iter().sum() }
+}
+
+/// The values of the series starting with `line_prefix` (none when it is not exported).
+pub async fn metric_values(ops: SocketAddr, line_prefix: &str) -> Vec<f64> {
+    let (_, text) = http_get(ops, "/metrics").await;
+    series(&text, line_prefix)
 }
 
 fn series(text: &str, line_prefix: &str) -> Vec<f64> {

@@ -219,9 +219,13 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
             {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["list", "watch"]}
+            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["list", "create", "update", "delete"]}
         ])
     );
+    assert!(!objects.iter().any(|o| o["kind"] == "CustomResourceDefinition"), "the PolicyReport CRD only when asked");
     let role = find(&objects, "Role");
     assert_eq!(role["rules"][1]["resourceNames"], serde_json::json!(["dx-admission-rollout"]));
     for kind in ["ServiceMonitor", "PrometheusRule"] {
@@ -240,6 +244,13 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
         .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "dx-admission-webhooks")
         .unwrap();
     assert_eq!(webhooks_role["rules"][0]["resourceNames"], serde_json::json!(["dx-admission"]));
+
+    // The PolicyReport CRD, when asked for, kept on uninstall (other tools' reports live in it).
+    let objects = render(env, &["--set", "reports.installCRD=true"]);
+    let crd = find(&objects, "CustomResourceDefinition");
+    assert_eq!(crd["metadata"]["name"], "policyreports.wgpolicyk8s.io");
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha2");
 
     // Monitoring, when asked for.
     let objects = render(
@@ -260,13 +271,32 @@ pub async fn the_chart_renders_safe_defaults(env: &mut Env) {
             "DxAdmissionSlowReviews",
             "DxAdmissionRolloutFailures",
             "DxAdmissionBackupStale",
+            "DxAdmissionExistingObjectsDenied",
+            "DxAdmissionStaleConfig",
+            "DxAdmissionPodsOnOldConfig",
+            "DxAdmissionRolloutStuck",
             "DxAdmissionApiServerUnreachable"
         ]
+    );
+    let stuck = rules.as_array().unwrap().iter().find(|r| r["alert"] == "DxAdmissionRolloutStuck").unwrap();
+    assert_eq!(
+        stuck["expr"],
+        r#"max by (namespace, workload) (dx_admission_rollout_stuck{service="dx-admission"}) == 1"#
     );
     let dashboard =
         objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "dx-admission-dashboard").unwrap();
     let json: Value = serde_json::from_str(dashboard["data"]["dx-admission.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["title"], "dx-admission");
+    let panels: Vec<&str> = json["panels"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
+    assert_eq!(
+        panels[8..],
+        [
+            "Existing objects with findings (background evaluation)",
+            "Workloads on stale config",
+            "Pods on old config",
+            "Stuck rollouts"
+        ]
+    );
     assert_eq!(find(&objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"], "metrics");
 }
 
@@ -284,6 +314,8 @@ pub async fn values_schema_rejects_wrong_values(env: &mut Env) {
         ),
         ("resources.limits.memory=2GB", "at '/resources/limits/memory': '2GB' does not match pattern"),
         ("rollout.debounce=2 seconds", "at '/rollout/debounce': '2 seconds' does not match pattern"),
+        ("reports.interval=often", "at '/reports/interval': 'often' does not match pattern"),
+        ("reports.installCRD=yes", "at '/reports/installCRD': got string, want boolean"),
         (
             "webhook.excludeNamespaces[0]=Kube_System",
             "at '/webhook/excludeNamespaces/0': 'Kube_System' does not match pattern",

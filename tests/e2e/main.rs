@@ -16,6 +16,7 @@ mod image;
 mod relay;
 mod release;
 mod replicas;
+mod reports;
 mod rollout;
 mod secrets;
 mod workloads;
@@ -47,6 +48,8 @@ pub fn cluster_mode(kubeconfig: &std::path::Path, identity: &str) -> ClusterConf
         lease_name: "dx-admission-rollout".into(),
         identity: identity.into(),
         fetch_timeout: Duration::from_secs(1),
+        report_interval: Duration::from_secs(600),
+        rollout_stuck_after: Duration::from_secs(600),
     }
 }
 
@@ -704,6 +707,11 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         release::a_secret_change_counts_as_c_of_the_component_using_it,
         backup::a_new_dam_release_needs_a_recent_backup,
         backup::a_refused_helm_rollback_changes_nothing_until_the_downgrade_is_declared,
+        reports::an_object_the_webhook_never_saw_is_reported_until_fixed_or_deleted,
+        reports::a_schema_change_flips_the_result_of_an_existing_object,
+        reports::an_opted_out_workload_shows_stale_config_after_its_config_map_changes,
+        reports::a_statefulset_whose_new_pod_never_turns_ready_is_reported_stuck,
+        reports::report_tries_a_candidate_schema_version_on_what_runs,
         cert_manager::cert_manager_issues_injects_and_renews_under_load,
         cert_manager::a_ca_roll_by_cert_manager_fails_no_request,
         image::the_api_server_calls_the_containerized_webhook,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use crate::common::binary::{Running, exits_cleanly_within, serve_with_env, sigterm};
-use crate::common::{eventually, holds_for, metric_sum, repo, yaml_from_str};
+use crate::common::{eventually, holds_for, metric_sum, yaml_from_str};
 use crate::relay::Relay;
 use crate::workloads::{New, patch_config_map, roll, snapshot};
 use crate::{Env, chart, in_namespace};
@@ -25,6 +25,9 @@ pub const NAMESPACE: &str = "dx-system";
 const USER: &str = "system:serviceaccount:dx-system:dx-admission";
 /// Long enough to hold a burst of edits; every rollout below waits this long first.
 pub const DEBOUNCE: Duration = Duration::from_secs(5);
+/// The background evaluation, quick enough for scenarios: the PolicyReport CRD from the chart, a
+/// scan every 2 s, rollouts stuck after 5 s.
+pub const REPORTS: &str = "reports.installCRD=true,reports.interval=2s,rollout.stuckAfter=5s";
 
 /// The chart's replicas, keyed by identity (the pod name the chart passes).
 pub struct Fleet {
@@ -247,6 +250,11 @@ impl Fleet {
         running.child.wait().unwrap();
     }
 
+    /// The values of metric series `prefix` of replica `identity`: none where it exports none.
+    pub async fn values(&self, identity: &str, prefix: &str) -> Vec<f64> {
+        crate::common::metric_values(self.replicas[identity].ops, prefix).await
+    }
+
     /// The sum of metric series `prefix` of replica `identity`.
     pub async fn metric(&self, identity: &str, prefix: &str) -> f64 {
         metric_sum(self.replicas[identity].ops, prefix).await
@@ -286,7 +294,10 @@ fn deployment_args(env: &Env) -> Vec<String> {
     let objects = yaml_from_str(&manifest);
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").expect("the chart's Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let schemas = repo().join("schemas");
+    let schemas = fleet_schemas(env);
+    if !schemas.exists() {
+        crate::common::copy_schemas(&schemas);
+    }
     container["args"]
         .as_array()
         .unwrap()
@@ -298,6 +309,12 @@ fn deployment_args(env: &Env) -> Vec<String> {
                 .replace("/usr/share/dx-admission/schemas", schemas.to_str().unwrap())
         })
         .collect()
+}
+
+/// The schema directory the replicas serve (a copy of the repository's, which scenarios may
+/// change as the DX team ships a schema update).
+pub fn fleet_schemas(env: &Env) -> std::path::PathBuf {
+    env.cluster.dir.path().join("fleet-schemas")
 }
 
 /// The caBundle of the chart's configuration of `kind`, decoded.
@@ -345,9 +362,11 @@ fn as_chart(env: &Env, args: &[&str]) -> (bool, String, String) {
 /// through the chart's webhook configurations — both of them, stamping the same checksums — and
 /// the token cannot do what the chart does not grant.
 pub async fn the_chart_runs_two_replicas_with_its_own_identity(env: &mut Env) {
-    let mut fleet =
-        Fleet::install(env, &["certificates.mode=self-managed", &format!("rollout.debounce={}s", DEBOUNCE.as_secs())])
-            .await;
+    let mut fleet = Fleet::install(
+        env,
+        &["certificates.mode=self-managed", &format!("rollout.debounce={}s", DEBOUNCE.as_secs()), REPORTS],
+    )
+    .await;
     let (policy, key) = volume_files(env);
     for identity in ["dx-admission-a", "dx-admission-b"] {
         fleet.start(identity, &policy, &key);
