@@ -64,7 +64,7 @@ impl Stored {
 }
 
 /// What one scan did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 struct Scanned {
     objects: usize,
     namespaces: usize,
@@ -75,6 +75,8 @@ struct Scanned {
     unwritten: usize,
     /// Whether the PolicyReport API is served (else nothing is written).
     reports_served: bool,
+    /// Time spent evaluating, of the whole scan.
+    judging: Duration,
 }
 
 /// Runs the background evaluation until `stop`.
@@ -120,6 +122,7 @@ pub(super) fn spawn(cluster: Arc<Cluster>, client: Client, stop: CancellationTok
                         deleted = scanned.deleted,
                         unwritten = scanned.unwritten,
                         seconds = started.elapsed().as_secs_f64(),
+                        judging_seconds = scanned.judging.as_secs_f64(),
                         "existing DX objects judged"
                     );
                     last = Some((fingerprint, Instant::now()));
@@ -177,7 +180,9 @@ async fn scan(cluster: &Cluster, client: &Client) -> Result<Scanned, kube::Error
         let objects = by_namespace.remove(&namespace).unwrap_or_default();
         scanned.objects += objects.len();
         scanned.namespaces += usize::from(!objects.is_empty());
+        let judging = Instant::now();
         let results = judge_namespace(cluster, &schemas, &namespace, &objects, now, &mut findings);
+        scanned.judging += judging.elapsed();
         scanned.failing += results.iter().filter(|r| r.result == "fail" || r.result == "warn").count();
         drop(objects);
         if served {

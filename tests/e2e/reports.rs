@@ -289,6 +289,7 @@ pub async fn report_tries_a_candidate_schema_version_on_what_runs(env: &mut Env)
     let schemas = dir.to_str().unwrap();
     let (code, out, err) = report_command(env, &["-n", "dx-release", "--schema-version", "v3", "--schemas", schemas]);
     assert_eq!((code, err.as_str()), (1, ""), "{out}");
+    println!("e2e: report --cluster -n dx-release --schema-version v3:\n{out}");
     assert!(
         out.starts_with("DX deployment in the cluster (namespace dx-release), judged under candidate schema v3\n"),
         "{out}"
