@@ -371,7 +371,7 @@ pub fn post_render(args: &PostRenderOptions, settings: &Settings) -> i32 {
         }
         return EXIT_DENIED;
     }
-    print!("{text}");
+    crate::cli::output(&text);
     EXIT_CLEAN
 }
 
@@ -394,10 +394,10 @@ pub fn run(args: &Options, settings: &Settings) -> i32 {
     };
     let results = check(Policy::offline(settings, &schemas), &manifests, &old);
     match args.format {
-        Format::Text => print!("{}", render_text(&results, manifests.other_kinds)),
-        Format::Json => println!("{:#}", render_json(&results)),
-        Format::Junit => print!("{}", render_junit(&results)),
-        Format::Sarif => println!("{:#}", render_sarif(&results)),
+        Format::Text => crate::cli::output(&render_text(&results, manifests.other_kinds)),
+        Format::Json => crate::cli::output(&format!("{:#}\n", render_json(&results))),
+        Format::Junit => crate::cli::output(&render_junit(&results)),
+        Format::Sarif => crate::cli::output(&format!("{:#}\n", render_sarif(&results))),
     }
     if results.iter().any(|c| c.evaluation.denied()) { EXIT_DENIED } else { EXIT_CLEAN }
 }

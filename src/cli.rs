@@ -13,6 +13,18 @@ use crate::cluster::certs::SelfManagedConfig;
 use crate::policy::values;
 use crate::server::Limits;
 
+/// Writes a command's output to stdout. A reader that has gone (`| head`) ends the output
+/// quietly where `print!` would panic; any other write error is reported on stderr.
+pub fn output(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing the output: {error}");
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "dx-admission", version, about = "Admission webhook that guards HCL DX deployments")]
 pub struct Cli {

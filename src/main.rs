@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use dx_admission::cli::{Cli, Command, RulesFormat, SchemaCommand, ServeArgs};
+use dx_admission::cli::{Cli, Command, RulesFormat, SchemaCommand, ServeArgs, output};
 use dx_admission::policy::Settings;
 use dx_admission::server::{Limits, Server, ServerConfig};
 use dx_admission::{catalogue, check, dev, telemetry};
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Rules(args) => {
-            print!("{}", if args.format == RulesFormat::Markdown { catalogue::markdown() } else { catalogue::text() });
+            output(&if args.format == RulesFormat::Markdown { catalogue::markdown() } else { catalogue::text() });
             ExitCode::SUCCESS
         }
         Command::Schema(command) => schema(command),
@@ -87,11 +87,10 @@ fn schema(command: SchemaCommand) -> ExitCode {
     match command {
         SchemaCommand::Lint { dir } => {
             let messages = lint::lint(&dir);
-            for message in &messages {
-                println!("{message}");
-            }
             let errors = messages.iter().filter(|m| m.level == lint::Level::Error).count();
-            println!("{}: {errors} errors, {} warnings", dir.display(), messages.len() - errors);
+            let mut text: String = messages.iter().map(|m| format!("{m}\n")).collect();
+            text.push_str(&format!("{}: {errors} errors, {} warnings\n", dir.display(), messages.len() - errors));
+            output(&text);
             ExitCode::from(u8::from(errors > 0))
         }
         SchemaCommand::Test { dir, junit, config } => {
@@ -109,7 +108,7 @@ fn schema(command: SchemaCommand) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            print!("{}", suite::render(&outcomes));
+            output(&suite::render(&outcomes));
             if let Some(path) = junit
                 && let Err(error) = std::fs::write(&path, suite::render_junit(&outcomes))
             {
@@ -120,7 +119,7 @@ fn schema(command: SchemaCommand) -> ExitCode {
         }
         SchemaCommand::Diff { old, new, schemas } => match diff::diff(&schemas, &old, &new) {
             Ok(changes) => {
-                print!("{}", diff::render(&old, &new, &changes));
+                output(&diff::render(&old, &new, &changes));
                 ExitCode::from(u8::from(changes.iter().any(|c| c.class == diff::Class::Breaking)))
             }
             Err(error) => {

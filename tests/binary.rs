@@ -517,3 +517,23 @@ fn curl_reads_the_413_over_http1_and_http2() {
         );
     }
 }
+
+/// `dx-admission rules | head -1`, `report ... | less` quit early: the output ends quietly with
+/// the command's own exit code, no panic about a broken pipe.
+#[test]
+fn output_to_a_reader_that_has_gone_ends_quietly() {
+    for args in [vec!["rules"], vec!["report", "-f", "examples/valid", "-n", "dx", "-o", "json"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = Command::new(BIN)
+            .current_dir(repo())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!((output.status.code(), String::from_utf8_lossy(&output.stderr).as_ref()), (Some(0), ""), "{args:?}");
+    }
+}

@@ -1,6 +1,7 @@
-//! The cluster side of config checksums: a kube client, the digest cache of ConfigMaps and
-//! Secrets, the index of workloads that use them, the rollout controller (one replica acts,
-//! chosen by a Lease), and the lookups the mutating path and the delete guard need.
+//! The cluster side: the digest cache of ConfigMaps and Secrets, the index of workloads that use
+//! them, the rollout controller (one replica acts, chosen by a Lease), the lookups the mutating
+//! path, the delete guard and the backup gate need, and the Lease holder's reports of the
+//! deployment's state (PolicyReports, drift gauges).
 
 pub mod backups;
 mod cache;

@@ -554,9 +554,9 @@ pub fn run(options: &Options, settings: &Settings) -> i32 {
     };
     let plan = plan(settings, &schemas, &new, &previous, &key);
     match options.format {
-        Format::Text => print!("{}", render_text(&plan)),
-        Format::Json => println!("{:#}", render_json(&plan)),
-        Format::Markdown => print!("{}", render_markdown(&plan)),
+        Format::Text => crate::cli::output(&render_text(&plan)),
+        Format::Json => crate::cli::output(&format!("{:#}\n", render_json(&plan))),
+        Format::Markdown => crate::cli::output(&render_markdown(&plan)),
     }
     if plan.refused() { EXIT_REFUSED } else { EXIT_ADMITTED }
 }

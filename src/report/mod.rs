@@ -219,8 +219,8 @@ pub fn run(options: &Options, settings: &Settings) -> i32 {
         }
     };
     match options.format {
-        Format::Text => print!("{}", render_text(&report)),
-        Format::Json => println!("{:#}", render_json(&report)),
+        Format::Text => crate::cli::output(&render_text(&report)),
+        Format::Json => crate::cli::output(&format!("{:#}\n", render_json(&report))),
     }
     if report.unhealthy() { EXIT_DENIED } else { EXIT_CLEAN }
 }
