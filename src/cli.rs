@@ -218,9 +218,13 @@ pub struct LimitsArgs {
     /// Deadline to read a review and start evaluating it; keep it under the webhook's timeoutSeconds.
     #[arg(long, env = "DX_ADMISSION_REVIEW_TIMEOUT", default_value_t = FlagDuration(Limits::default().review_timeout))]
     pub review_timeout: FlagDuration,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers, from the request's first byte.
     #[arg(long, env = "DX_ADMISSION_HEADER_READ_TIMEOUT", default_value_t = FlagDuration(Limits::default().header_read_timeout))]
     pub header_read_timeout: FlagDuration,
+    /// How long an HTTP/1.1 connection may wait for its next request; keep it above the API
+    /// server's 90 s so the client closes idle connections, never the server.
+    #[arg(long, env = "DX_ADMISSION_IDLE_TIMEOUT", default_value_t = FlagDuration(Limits::default().idle_timeout))]
+    pub idle_timeout: FlagDuration,
     /// Reviews evaluated at once; more wait (within the review deadline).
     #[arg(long, env = "DX_ADMISSION_MAX_CONCURRENT_REVIEWS", default_value_t = Limits::default().max_concurrent_reviews)]
     pub max_concurrent_reviews: usize,
@@ -242,6 +246,7 @@ impl From<&LimitsArgs> for Limits {
             max_json_depth: args.max_json_depth,
             review_timeout: args.review_timeout.0,
             header_read_timeout: args.header_read_timeout.0,
+            idle_timeout: args.idle_timeout.0,
             max_concurrent_reviews: args.max_concurrent_reviews,
             drain_delay: args.drain_delay.0,
             shutdown_grace: args.shutdown_grace.0,

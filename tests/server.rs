@@ -532,6 +532,88 @@ async fn slow_headers_are_cut_off() {
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
 
+/// One whole HTTP/1.1 request for `/validate` with `body`.
+fn raw_validate(body: &str) -> String {
+    format!(
+        "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one response (headers and a Content-Length body) off an HTTP/1.1 stream.
+async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the server closed the connection mid-response");
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8(received).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length: ").map(|n| n.parse().unwrap()))
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+/// The API server reuses an idle connection for the next review without retrying a POST the
+/// server closed under it: waiting longer than the header-read timeout between two requests
+/// must not end the connection.
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_read_timeout() {
+    let server = TestServer::start_with(|config| {
+        config.limits.header_read_timeout = std::time::Duration::from_millis(200);
+        config.limits.idle_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let body = fixture("deployment-create.json").to_string();
+    let mut stream = server.client().connect().await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(raw_validate(&body).as_bytes()).await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        // Idle five times the header-read timeout: the behaviour under test, not a wait for it.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let idle = std::time::Duration::from_millis(700);
+    let server = TestServer::start_with(|config| config.limits.idle_timeout = idle).await;
+    let mut stream = server.client().connect().await.unwrap();
+    stream.write_all(raw_validate(&fixture("deployment-create.json").to_string()).as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    let answered = std::time::Instant::now();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the idle connection is still open after 10 s");
+    assert!(answered.elapsed() >= idle, "closed {:?} after the answer, before the idle timeout", answered.elapsed());
+    assert_eq!(String::from_utf8_lossy(&rest), "", "nothing is sent on an idle connection before it closes");
+}
+
+/// The header-read timeout runs again from the first byte of a next request.
+#[tokio::test]
+async fn slow_headers_of_a_next_request_are_cut_off() {
+    let server = TestServer::start_with(|config| {
+        config.limits.header_read_timeout = std::time::Duration::from_millis(300);
+        config.limits.idle_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let mut stream = server.client().connect().await.unwrap();
+    stream.write_all(raw_validate(&fixture("deployment-create.json").to_string()).as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    stream.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a next request's slow headers kept the connection open for 10 s");
+    assert_eq!(String::from_utf8_lossy(&rest), "", "a slow client is dropped, not answered");
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served_on_their_own_port() {
     let server = TestServer::start().await;

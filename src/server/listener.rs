@@ -1,6 +1,6 @@
-//! The TLS accept loop: handshakes under a timeout, HTTP/1.1 and HTTP/2 with a header-read
-//! timeout, a drain that moves clients off before anything is closed, and a graceful close of
-//! every connection when asked to stop.
+//! The TLS accept loop: handshakes under a timeout, HTTP/1.1 and HTTP/2, HTTP/1.1 with a
+//! header-read and an idle timeout ([`super::keepalive`]), a drain that moves clients off before
+//! anything is closed, and a graceful close of every connection when asked to stop.
 //!
 //! Clients such as the API server pool keep-alive connections and reuse them without looking at
 //! endpoints, and a POST on a connection the server closes is not retried. So while draining,
@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use super::Limits;
+use super::keepalive::{Clock, Expired, Timed};
 
 /// A client must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +47,8 @@ pub async fn serve_tls(
 ) {
     let connections = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // The header-read timeout is the connection clock's: hyper's would also end idle connections.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
@@ -68,7 +70,8 @@ pub async fn serve_tls(
         }
         // The newest configuration: a reloaded client CA bundle applies to new handshakes.
         let acceptor = TlsAcceptor::from(tls.current());
-        let (router, builder, stopping) = (router.clone(), Arc::clone(&builder), stopping.clone());
+        let (router, builder, stopping, limits) =
+            (router.clone(), Arc::clone(&builder), stopping.clone(), limits.clone());
         connections.spawn(async move {
             let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => tls_stream,
@@ -82,21 +85,31 @@ pub async fn serve_tls(
                 }
             };
             let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let clock = (!http2).then(|| Clock::new(limits.header_read_timeout, limits.idle_timeout));
             // Cancelled once the connection has answered a request: before that, hyper would end it
             // on the spot (still in its handshake), resetting the request the client is sending.
             let answered = CancellationToken::new();
             let (draining, answering) = (stopping.draining.clone(), answered.clone());
-            let service = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_response(
-                router,
-                move |mut response: Response<axum::body::Body>| {
+            let (receiving, answering_clock) = (clock.clone(), clock.clone());
+            let service = router
+                .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(clock) = &receiving {
+                        clock.request_received();
+                    }
+                    request
+                })
+                .map_response(move |mut response: Response<axum::body::Body>| {
                     answering.cancel();
+                    if let Some(clock) = &answering_clock {
+                        clock.answered();
+                    }
                     if !http2 && draining.is_cancelled() {
                         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
                     response
-                },
-            );
-            let connection = builder.serve_connection(TokioIo::new(tls_stream), TowerToHyperService::new(service));
+                });
+            let timed = Timed::new(tls_stream, clock.clone());
+            let connection = builder.serve_connection(TokioIo::new(timed), TowerToHyperService::new(service));
             let mut connection = std::pin::pin!(connection);
             // HTTP/2 is sent GOAWAY as soon as the drain starts; HTTP/1.1 is closed only at the
             // stop (an idle one closed earlier races a request the client is already sending).
@@ -107,9 +120,24 @@ pub async fn serve_tls(
                 leave_at.cancelled().await;
                 answered.cancelled().await;
             };
+            let expired = async {
+                match &clock {
+                    Some(clock) => clock.expired().await,
+                    None => std::future::pending().await,
+                }
+            };
             let ended = tokio::select! {
                 ended = connection.as_mut() => Some(ended),
                 () = leave => None,
+                expired = expired => match expired {
+                    // As a slow client is treated: the connection is dropped, nothing answered.
+                    Expired::Headers => {
+                        debug!(%peer, "request headers not read in time");
+                        return;
+                    }
+                    // Idle longer than any client keeps a connection: closed gracefully.
+                    Expired::Idle => None,
+                },
             };
             let ended = match ended {
                 Some(ended) => ended,

@@ -3,6 +3,7 @@
 
 mod body;
 mod error;
+mod keepalive;
 mod listener;
 mod mutate;
 mod reload;
@@ -45,8 +46,12 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Time to read the body and get an evaluation slot; well under the API server's timeout.
     pub review_timeout: Duration,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers, from the request's first byte (a new
+    /// connection: from its TLS handshake).
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 connection may wait for its next request. Longer than the API
+    /// server keeps an idle connection (90 s), so that the client, never the server, closes it.
+    pub idle_timeout: Duration,
     pub max_concurrent_reviews: usize,
     /// After SIGTERM: how long to keep serving while not ready, so endpoints can update.
     pub drain_delay: Duration,
@@ -63,6 +68,7 @@ impl Default for Limits {
             max_json_depth: 100,
             review_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
             max_concurrent_reviews: 64,
             drain_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
