@@ -17,16 +17,18 @@
 mod cluster;
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::load::{self, Outcome, Pace, Request, Target};
-use common::{Pki, examples, review};
+use common::{examples, review};
 use serde_json::{Value, json};
+use support::{Point, Process, Tls, free_port, machine, plot, repo, start_baseline, start_dx};
 
 /// The allocator the server runs with, for the load generator and the baseline too.
 #[global_allocator]
@@ -45,152 +47,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     match args.first().map(String::as_str) {
-        Some("baseline-server") => runtime().block_on(baseline::serve(&args[1..])),
+        Some("baseline-server") => runtime().block_on(support::baseline::serve(&args[1..])),
         Some("soak") => runtime().block_on(soak(&args[1..])),
         _ => runtime().block_on(bench(&args)),
     }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// A server process under load, stopped when dropped.
-struct Process {
-    name: String,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// CPU time (user + system) used so far, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-        ticks / clock_ticks()
-    }
-
-    /// A line of /proc/<pid>/status in MiB (`VmRSS`, `VmHWM`).
-    fn memory_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    }
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// The serving pair every subject uses, and the CA the load generator trusts.
-struct Tls {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-}
-
-impl Tls {
-    fn new() -> Self {
-        let pki = Pki::new("load benchmark CA");
-        let (cert, key) = pki.issue();
-        let dir = tempfile::Builder::new().prefix("dx-load-").tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("tls.crt"), cert).expect("cert written");
-        std::fs::write(dir.path().join("tls.key"), key).expect("key written");
-        std::fs::write(dir.path().join("checksum.key"), "load-benchmark-checksum-key").expect("key written");
-        Self { ca_pem: pki.ca_pem.clone(), dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn target(&self, addr: SocketAddr) -> Target {
-        Target::new(addr, &self.ca_pem)
-    }
-}
-
-/// Plain HTTP GET on the metrics port; the status code.
-async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).await.ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// Starts dx-admission and waits until /readyz says 200; the process and its time to ready.
-async fn start_dx(tls: &Tls, schemas: &Path, kubeconfig: Option<&Path>) -> (Process, Duration) {
-    let (port, ops) = (free_port(), free_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dx-admission"));
-    command
-        .arg("serve")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--metrics-listen=127.0.0.1:{ops}"))
-        .arg(format!("--tls-cert={}", tls.path("tls.crt").display()))
-        .arg(format!("--tls-key={}", tls.path("tls.key").display()))
-        .arg(format!("--schemas={}", schemas.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(kubeconfig) = kubeconfig {
-        command
-            .arg("--cluster")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--checksum-key-file={}", tls.path("checksum.key").display()))
-            .arg("--identity=load-benchmark");
-    }
-    let started = Instant::now();
-    let child = command.spawn().expect("dx-admission starts");
-    let process = Process { name: "dx-admission".into(), child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-    let ops = SocketAddr::from(([127, 0, 0, 1], ops));
-    let deadline = started + Duration::from_secs(600);
-    while get_status(ops, "/readyz").await != Some(200) {
-        assert!(Instant::now() < deadline, "dx-admission not ready in 10 minutes");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    (process, started.elapsed())
-}
-
-/// Starts the baseline (this program again, in baseline mode).
-async fn start_baseline(tls: &Tls) -> Process {
-    let port = free_port();
-    let child = Command::new(std::env::current_exe().expect("own path"))
-        .arg("baseline-server")
-        .arg(tls.path("tls.crt"))
-        .arg(tls.path("tls.key"))
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("baseline starts");
-    Process { name: "baseline".into(), child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
 }
 
 /// Builds OPA from its Go module (once, cached) and serves the Rego rules; `Err` says why not.
@@ -239,6 +99,8 @@ async fn await_answer(target: &Target, request: &Request) -> Result<(), String> 
 /// The workloads of the benchmark, as reviews in the API server's envelope.
 struct Workloads {
     sts_allowed: Value,
+    /// The core StatefulSet's create as the API server really sent it (defaults, managedFields).
+    sts_captured: Value,
     sts_denied: Value,
     deployment: Value,
     config_map: Value,
@@ -282,6 +144,7 @@ impl Workloads {
         foreign["metadata"]["labels"] = json!({"app": "other"});
         Self {
             sts_allowed: review("CREATE", Some(&core), None),
+            sts_captured: common::fixture("e2e/01-create-statefulset-dx-core.json"),
             sts_denied: review("CREATE", Some(&broken), None),
             deployment: review("CREATE", Some(&example("ring-api.yaml", 0)), None),
             config_map: review("CREATE", Some(&example("configmaps.yaml", 1)), None),
@@ -336,15 +199,6 @@ struct Subject<'a> {
     label: String,
     process: &'a Process,
     mix: Vec<Request>,
-}
-
-/// Latency (ms) at one offered rate (reviews/s).
-#[derive(Clone, Copy, Debug)]
-struct Point {
-    rate: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
 }
 
 /// Latency at fixed fractions of a saturation rate.
@@ -571,12 +425,11 @@ async fn bench(args: &[String]) {
     let config_maps = std::fs::read_to_string(repo().join("examples/valid/configmaps.yaml")).expect("examples");
     kubectl(&["apply", "-f", "-"], Some(&config_maps));
 
-    let baseline = start_baseline(&tls).await;
+    let baseline = start_baseline(&tls, false).await;
     let (dx, _) = start_dx(&tls, &repo().join("schemas"), Some(&api.kubeconfig)).await;
     let opa = start_opa(&tls).await;
     let (baseline_target, dx_target) = (tls.target(baseline.addr), tls.target(dx.addr));
-    let fixed =
-        Request { path: "/validate", body: workloads.sts_allowed.to_string().into(), uid: None, allowed: Some(true) };
+    let fixed = Request { uid: None, ..Request::review("/validate", &workloads.sts_allowed, true) };
     await_answer(&baseline_target, &fixed).await.expect("baseline answers");
     let validate = workloads.all("/validate");
     let mutate = workloads.all("/mutate");
@@ -597,9 +450,21 @@ async fn bench(args: &[String]) {
     assert!(patched.contains("\"patch\""), "/mutate of the DX StatefulSet gives no patch: {patched}");
 
     // 1. Saturation, side by side: two interleaved rounds, the better of each subject's two.
+    let captured = Request::review("/validate", &workloads.sts_captured, true);
+    let captured_bytes = captured.body.len();
     let mut subjects = vec![
         Subject { label: "baseline (fixed answer)".into(), process: &baseline, mix: vec![fixed.clone()] },
+        Subject {
+            label: format!("baseline, captured {captured_bytes} B body"),
+            process: &baseline,
+            mix: vec![Request { uid: None, ..captured.clone() }],
+        },
         Subject { label: "validate StatefulSet".into(), process: &dx, mix: vec![validate[0].1.clone()] },
+        Subject {
+            label: format!("validate StatefulSet, captured {captured_bytes} B"),
+            process: &dx,
+            mix: vec![captured.clone()],
+        },
         Subject { label: "mutate StatefulSet (cache hit)".into(), process: &dx, mix: vec![mutate[0].1.clone()] },
         Subject {
             label: "validate mix (6 workloads)".into(),
@@ -612,6 +477,11 @@ async fn bench(args: &[String]) {
             label: format!("{} validate StatefulSet", process.name),
             process,
             mix: vec![Request::review("/", &workloads.sts_allowed, true)],
+        });
+        subjects.push(Subject {
+            label: format!("{} validate StatefulSet, captured {captured_bytes} B", process.name),
+            process,
+            mix: vec![Request::review("/", &workloads.sts_captured, true)],
         });
     }
     let targets: Vec<Target> = subjects.iter().map(|s| tls.target(s.process.addr)).collect();
@@ -649,6 +519,21 @@ async fn bench(args: &[String]) {
                 figures.cpu_us_per_review / base.cpu_us_per_review,
                 figures.p50_ms
             );
+        }
+        // The captured body against the baseline reading the same body, and against OPA.
+        let of = |prefix: &str| {
+            subjects.iter().zip(&best).find(|(s, _)| s.label.starts_with(prefix) && s.label.contains("captured"))
+        };
+        if let (Some((_, dx)), Some((_, same_body))) = (of("validate StatefulSet"), of("baseline")) {
+            println!(
+                "captured body: validate / baseline {:.2} (throughput), CPU per review {:.1} µs vs {:.1} µs",
+                dx.throughput / same_body.throughput,
+                dx.cpu_us_per_review,
+                same_body.cpu_us_per_review
+            );
+            if let Some((_, opa)) = of("OPA") {
+                println!("captured body: validate / OPA {:.2} (throughput)", dx.throughput / opa.throughput);
+            }
         }
     }
 
@@ -863,17 +748,6 @@ async fn once_body(target: &Target, request: &Request) -> String {
     load::answer(target, request).await.unwrap_or_else(|why| why)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores ({cpu}), loopback, release build")
-}
-
 /// Ten minutes (by default) at a fixed rate of the realistic mix against the release server in
 /// `--cluster` mode, its cache holding `--config-maps` (10,000) ConfigMaps of a real API server:
 /// errors, p99 and RSS every 30 s, then the RSS trend as a least-squares slope per hour with its
@@ -974,128 +848,4 @@ fn rss_trend(samples: &[(f64, f64)]) -> Option<(f64, f64)> {
     let residuals: f64 = samples.iter().map(|(x, y)| (y - mean_y - slope * (x - mean_x)).powi(2)).sum();
     let standard_error = (residuals / (n - 2.0) / sxx).sqrt();
     Some((slope, 1.96 * standard_error))
-}
-
-/// The baseline: the same stack (tokio, rustls, hyper-util, axum) answering a fixed allowed
-/// review after reading the body, with nothing else.
-mod baseline {
-    use std::sync::Arc;
-
-    use axum::Router;
-    use axum::body::Bytes;
-    use axum::routing::post;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::TlsAcceptor;
-
-    const ANSWER: &str =
-        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"baseline","allowed":true}}"#;
-
-    pub async fn serve(args: &[String]) {
-        let [cert, key, listen] = args else { panic!("usage: baseline-server <cert> <key> <listen>") };
-        let certs: Vec<CertificateDer> =
-            CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<_, _>>().expect("cert PEM");
-        let key = PrivateKeyDer::from_pem_file(key).expect("key");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("serving pair");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let app = Router::new().route(
-            "/validate",
-            post(|body: Bytes| async move {
-                std::hint::black_box(body);
-                ([(axum::http::header::CONTENT_TYPE, "application/json")], ANSWER)
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(app.clone()));
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
-            });
-        }
-    }
-}
-
-/// The PNG of latency against offered load.
-mod plot {
-    use std::path::Path;
-
-    use plotters::prelude::*;
-
-    /// A TrueType font for the labels: `DX_BENCH_FONT`, else a common system font.
-    fn font() -> Result<&'static [u8], String> {
-        let candidates = std::env::var("DX_BENCH_FONT").into_iter().chain(
-            [
-                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/TTF/DejaVuSans.ttf",
-                "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            ]
-            .map(String::from),
-        );
-        for path in candidates {
-            if let Ok(bytes) = std::fs::read(&path) {
-                return Ok(Box::leak(bytes.into_boxed_slice()));
-            }
-        }
-        Err("no TrueType font found: set DX_BENCH_FONT to a .ttf file (e.g. DejaVuSans.ttf)".into())
-    }
-
-    pub fn latency(path: &Path, curves: &[(String, Vec<super::Point>)]) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
-        plotters::style::register_font("sans-serif", FontStyle::Normal, font()?)
-            .map_err(|_| "the font does not load".to_string())?;
-        let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let max_x = curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.rate)).fold(1.0, f64::max) * 1.05;
-        let max_y = curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.p999)).fold(1.0, f64::max) * 1.5;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("dx-admission: latency against offered load (p50 thin, p99 thick)", ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(65)
-            .build_cartesian_2d(0f64..max_x, (0.05f64..max_y).log_scale())
-            .map_err(|e| fail(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("offered load, reviews per second")
-            .y_desc("latency, ms (log scale)")
-            .draw()
-            .map_err(|e| fail(&e))?;
-        let colours = [BLACK, RED, BLUE, GREEN, MAGENTA, CYAN];
-        for (i, (name, points)) in curves.iter().enumerate() {
-            let colour = colours[i % colours.len()];
-            chart
-                .draw_series(LineSeries::new(points.iter().map(|p| (p.rate, p.p99)), colour.stroke_width(3)))
-                .map_err(|e| fail(&e))?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
-            chart
-                .draw_series(LineSeries::new(points.iter().map(|p| (p.rate, p.p50)), colour.stroke_width(1)))
-                .map_err(|e| fail(&e))?;
-            chart
-                .draw_series(points.iter().map(|p| Circle::new((p.rate, p.p99), 4, colour.filled())))
-                .map_err(|e| fail(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| fail(&e))?;
-        root.present().map_err(|e| fail(&e))
-    }
 }

@@ -1,4 +1,5 @@
-//! A load generator for an admission webhook: keep-alive HTTPS/1.1 connections on loopback,
+//! A load generator for an admission webhook (or, with a client identity, for the API server in
+//! front of one): keep-alive HTTPS/1.1 connections on loopback,
 //! either closed loop (each connection sends as soon as its answer arrives: saturation) or open
 //! loop (a fixed rate, each request's latency counted from when it was due, so a server that
 //! falls behind is charged for the queue it causes).
@@ -28,16 +29,29 @@ pub struct Target {
 
 impl Target {
     pub fn new(addr: SocketAddr, ca_pem: &str) -> Self {
+        Self::with_identity(addr, ca_pem, None)
+    }
+
+    /// A target that asks for a client certificate: `identity` is (certificate PEM, key PEM).
+    pub fn with_identity(addr: SocketAddr, ca_pem: &str, identity: Option<(&str, &str)>) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.expect("CA PEM")).expect("CA certificate");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain =
+                    CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().expect("cert PEM");
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key PEM");
+                builder.with_client_auth_cert(chain, key).expect("client identity")
+            }
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self { addr, connector: TlsConnector::from(Arc::new(config)) }
     }
@@ -57,8 +71,11 @@ impl Target {
 /// One request of the mix, and what a correct answer to it says.
 #[derive(Clone, Debug)]
 pub struct Request {
-    pub path: &'static str,
+    pub method: hyper::Method,
+    pub path: String,
     pub body: Bytes,
+    /// The HTTP status of a correct answer.
+    pub status: u16,
     /// `response.uid` must echo this (unset for a server that answers a fixed body).
     pub uid: Option<String>,
     /// `response.allowed` must be this.
@@ -67,19 +84,39 @@ pub struct Request {
 
 impl Request {
     /// A review whose answer must echo its uid and give `allowed`.
-    pub fn review(path: &'static str, review: &serde_json::Value, allowed: bool) -> Self {
+    pub fn review(path: &str, review: &serde_json::Value, allowed: bool) -> Self {
         Self {
-            path,
+            method: hyper::Method::POST,
+            path: path.to_owned(),
+            status: 200,
             body: Bytes::from(serde_json::to_vec(review).expect("JSON")),
             uid: review["request"]["uid"].as_str().map(str::to_owned),
             allowed: Some(allowed),
         }
     }
 
+    /// A request whose correct answer is HTTP `status`, whatever its body.
+    pub fn call(method: hyper::Method, path: &str, body: impl Into<Bytes>, status: u16) -> Self {
+        Self { method, path: path.to_owned(), body: body.into(), status, uid: None, allowed: None }
+    }
+
+    fn http(&self) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(self.body.clone()))
+            .expect("request")
+    }
+
     /// Why `body` (with HTTP `status`) is not a correct answer, if it is not.
     fn wrong_answer(&self, status: u16, body: &[u8]) -> Option<String> {
-        if status != 200 {
-            return Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)])));
+        if status != self.status {
+            return Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        }
+        if self.uid.is_none() && self.allowed.is_none() {
+            return None;
         }
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Some("answer is not JSON".into());
@@ -241,11 +278,7 @@ async fn connection(
                 }
             },
         };
-        let http = hyper::Request::post(request.path)
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .body(Full::new(request.body.clone()))
-            .expect("request");
+        let http = request.http();
         sent_on_connection += 1;
         let answer = async {
             send.ready().await.map_err(|e| format!("connection: {e}"))?;
@@ -273,17 +306,18 @@ async fn connection(
     outcome
 }
 
-/// Sends one request on a new connection: the answer's body if it is correct, else why not.
-pub async fn answer(target: &Target, request: &Request) -> Result<String, String> {
+/// Sends one request on a new connection: the answer's HTTP status and body.
+pub async fn exchange(target: &Target, request: &Request) -> Result<(u16, Bytes), String> {
     let mut send = target.connect().await?;
-    let http = hyper::Request::post(request.path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .body(Full::new(request.body.clone()))
-        .expect("request");
-    let response = send.send_request(http).await.map_err(|e| format!("request: {e}"))?;
+    let response = send.send_request(request.http()).await.map_err(|e| format!("request: {e}"))?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.map_err(|e| format!("answer body: {e}"))?.to_bytes();
+    Ok((status, body))
+}
+
+/// Sends one request on a new connection: the answer's body if it is correct, else why not.
+pub async fn answer(target: &Target, request: &Request) -> Result<String, String> {
+    let (status, body) = exchange(target, request).await?;
     match request.wrong_answer(status, &body) {
         None => Ok(String::from_utf8_lossy(&body).into_owned()),
         Some(why) => Err(why),

@@ -330,6 +330,9 @@ impl Cluster {
         write(&path("apiserver.key"), &serving_key.serialize_pem());
         write(&path("sa.key"), &sa_key.serialize_pem());
         write(&path("sa.pub"), &sa_key.public_key_pem());
+        // The admin identity as files too, for clients that do not read kubeconfigs.
+        write(&path("admin.crt"), &admin_pem);
+        write(&path("admin.key"), &admin_key.serialize_pem());
 
         let (etcd_client, etcd_peer, secure) = (free_port(), free_port(), free_port());
         let log = |name: &str| std::fs::File::create(path(name)).map(Stdio::from).map_err(|e| e.to_string());
@@ -541,6 +544,20 @@ impl Cluster {
     }
 
     /// Runs kubectl against the cluster.
+    /// Stops kube-controller-manager, kube-scheduler and kwok: objects are stored and admitted,
+    /// nothing runs them (no pods, no ReplicaSets).
+    pub fn stop_controllers(&mut self) {
+        for child in &mut self.controllers {
+            stop(child);
+        }
+        self.controllers.clear();
+    }
+
+    /// The API server's process id (for its CPU time and memory).
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.id()
+    }
+
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         run_kubectl(&self.bins.kubectl, &self.kubeconfig, args, stdin)
     }
