@@ -24,7 +24,12 @@ pub fn spawn(
     reload: Arc<dyn Fn() + Send + Sync>,
 ) {
     let (events_tx, mut events) = mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening and reading the files is reported too, also the reload's own reads: only
+        // changes (and errors, which may hide one) call for a reload, else it would never stop.
+        if event.as_ref().is_ok_and(|event| event.kind.is_access()) {
+            return;
+        }
         // A full channel already holds a pending reload.
         let _ = events_tx.try_send(());
     });
@@ -63,4 +68,49 @@ pub fn spawn(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Reloads counted by a reload that reads every file under `dir`, as the real ones do.
+    fn counting(dir: PathBuf) -> (Arc<AtomicUsize>, Arc<dyn Fn() + Send + Sync>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let reload = Arc::new(move || {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let _ = std::fs::read(entry.path());
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        (count, reload)
+    }
+
+    async fn eventually(count: &AtomicUsize, at_least: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "no reload within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn one_change_is_one_reload_and_the_reloads_own_reads_start_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+        let (count, reload) = counting(dir.path().to_path_buf());
+        let stop = CancellationToken::new();
+        spawn("test files", vec![dir.path().to_path_buf()], false, Duration::from_secs(3600), stop.clone(), reload);
+        // Reading the files, as a client of them would, is no change either.
+        let _ = std::fs::read(dir.path().join("a.json"));
+        std::fs::write(dir.path().join("a.json"), "{\"changed\": true}").unwrap();
+        eventually(&count, 1).await;
+        // Ten debounce windows with nothing changed: the count stays where one change left it.
+        tokio::time::sleep(DEBOUNCE * 10).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "reloads kept coming without a change");
+        stop.cancel();
+    }
 }
