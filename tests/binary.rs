@@ -470,7 +470,7 @@ fn serve_help_documents_every_flag() {
         assert!(!text.is_empty() && !text.starts_with("--"), "--{rest} has no help text");
         assert!(!text.starts_with("[env:"), "--{rest} has only its variable: {text}");
     }
-    assert_eq!(flags, 37, "{help}");
+    assert_eq!(flags, 38, "{help}");
     for heading in [
         "TLS and ports:",
         "Limits and timing:",
