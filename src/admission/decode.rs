@@ -114,6 +114,12 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
     let (mut object, mut old_object) = (None, None);
     if let Some(kind) = kind {
         object = typed(raw_object, kind, "object")?;
+        // The API server's record of who set which field: no rule reads it of the new object
+        // (the backup gate reads the stored one's), and it is most of a captured workload's
+        // metadata, which the schema check would otherwise copy into its instance.
+        if let Some(object) = &mut object {
+            object.metadata_mut().managed_fields = None;
+        }
         old_object = typed(raw_old_object, kind, "oldObject")?;
         if object.is_none() && matches!(operation, Operation::Create | Operation::Update) {
             return Err(DecodeError::MissingObject { operation, kind });
@@ -174,21 +180,15 @@ mod wire {
     }
 }
 
-/// The deepest nesting of arrays and objects, scanning bytes (strings are skipped).
+/// The deepest nesting of arrays and objects, scanning bytes; strings are skipped whole.
 fn nesting_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
+    while let Some(&byte) = body.get(at) {
         match byte {
-            b'"' => in_string = true,
+            b'"' => {
+                at = past_string(body, at + 1);
+                continue;
+            }
             b'{' | b'[' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -196,8 +196,23 @@ fn nesting_depth(body: &[u8]) -> usize {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     deepest
+}
+
+/// The offset just past the string whose text starts at `from`, jumping from quote or
+/// backslash to the next (strings are most of a review's bytes); the end if it never closes.
+fn past_string(body: &[u8], mut from: usize) -> usize {
+    while let Some(rest) = body.get(from..) {
+        match memchr::memchr2(b'"', b'\\', rest) {
+            Some(offset) if rest[offset] == b'"' => return from + offset + 1,
+            // A backslash escapes the byte after it.
+            Some(offset) => from += offset + 2,
+            None => break,
+        }
+    }
+    body.len()
 }
 
 #[cfg(test)]
@@ -205,9 +220,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_new_object_loses_its_managed_fields_and_the_stored_one_keeps_them() {
+        let body = include_bytes!("../../tests/fixtures/admission-reviews/e2e/10-update-statefulset-dx-core.json");
+        let decoded = decode(body, 64).expect("a request the API server sent");
+        assert_eq!(decoded.object.expect("object").metadata().managed_fields, None);
+        let stored = decoded.old_object.expect("oldObject");
+        let managers: Vec<_> =
+            stored.metadata().managed_fields.iter().flatten().map(|entry| entry.manager.as_deref()).collect();
+        assert_eq!(managers, [Some("kubectl-client-side-apply")]);
+    }
+
+    #[test]
     fn depth_ignores_brackets_inside_strings() {
         assert_eq!(nesting_depth(br#"{"a":[1,{"b":"[[[{{{"}]}"#), 3);
         assert_eq!(nesting_depth(br#"{"a":"\"[[["}"#), 1);
         assert_eq!(nesting_depth(b"[[[[]]]]"), 4);
+        assert_eq!(nesting_depth(br#"[{"a\\":[{"b":"c\\\"]]]"}]}]"#), 4);
+    }
+
+    #[test]
+    fn depth_of_an_unterminated_string_or_escape_ends_at_the_body() {
+        assert_eq!(nesting_depth(br#"[["abc"#), 2);
+        assert_eq!(nesting_depth(b"[[\"ab\\"), 2);
+        assert_eq!(nesting_depth(b"[\"\\\\"), 1);
     }
 }

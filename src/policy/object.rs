@@ -239,6 +239,15 @@ impl Object {
         }
     }
 
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::ConfigMap(o) => &mut o.metadata,
+            Self::StatefulSet(o) => &mut o.metadata,
+            Self::Deployment(o) => &mut o.metadata,
+            Self::Secret(o) => &mut o.metadata,
+        }
+    }
+
     /// The ConfigMap or Secret as a source pods can use; `None` for workloads.
     pub fn as_source(&self) -> Option<SourceRef> {
         let kind = match self {

@@ -29,7 +29,8 @@ pub async fn read(body: Body, headers: &HeaderMap, limits: &Limits, deadline: In
         return Err(too_large);
     }
     let mut body = body;
-    let mut kept = BytesMut::new();
+    // Sized once from the declared length: growing by doubling copied a large body several times.
+    let mut kept = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     let mut received = 0usize;
     let over = |received: usize| received > limit || declared.is_some_and(|length| length > limit);
     loop {
