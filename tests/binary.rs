@@ -421,6 +421,7 @@ async fn every_denial_is_logged_for_audit_and_sigterm_under_load_fails_no_review
     assert_eq!(span["kind"], "StatefulSet");
     assert_eq!((span["namespace"].as_str(), span["object"].as_str()), (Some("dx"), Some("dx-core")));
     assert_eq!(span["operation"], "CREATE");
+    assert_eq!(span["verdict"], "denied");
 
     // SIGTERM while reviews keep arriving (new connections too): all are answered during the
     // drain delay, then the server exits cleanly.

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use kube::core::admission::AdmissionResponse;
-use tracing::{Instrument, field, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::error::ApiError;
 use super::{AppState, body, mutate};
@@ -57,8 +57,47 @@ async fn answer(
     check_content_type(headers)?;
     let started = Instant::now();
     let decoded = decode(&bytes, limits.max_json_depth)?;
+    let _permit = tokio::time::timeout_at(deadline, state.evaluations.acquire())
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+        .map_err(|_| ApiError::Overloaded)?;
+    let _in_flight = state.metrics.in_flight();
+    let response = match endpoint {
+        // Judging logs nothing, so the span is made once the verdict is known: recording it into
+        // a span made before would make the JSON formatter re-read and rewrite the span's fields.
+        Endpoint::Validate => {
+            let (response, evaluation) = evaluate_and_respond(state, &decoded);
+            let verdict = verdict_of(&response);
+            review_span(&decoded, Some(verdict))
+                .in_scope(|| record(endpoint, state, &decoded, &response, &evaluation, verdict));
+            response
+        }
+        // Stamping reads the cluster and may log on the way: those lines carry the span too.
+        Endpoint::Mutate => {
+            async {
+                let response = mutate::stamp(state, &decoded).await;
+                let verdict = verdict_of(&response);
+                tracing::Span::current().record("verdict", verdict.as_str());
+                record(endpoint, state, &decoded, &response, &Evaluation::default(), verdict);
+                response
+            }
+            .instrument(review_span(&decoded, None))
+            .await
+        }
+    };
+    state
+        .metrics
+        .review_duration
+        .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The span every line about one review carries; `verdict` is recorded later where it is not
+/// known yet.
+fn review_span(decoded: &Decoded, verdict: Option<Verdict>) -> tracing::Span {
     let user = decoded.request.user_info.username.as_deref().unwrap_or("");
-    let span = info_span!(
+    info_span!(
         "review",
         uid = %decoded.request.uid,
         kind = %decoded.request.kind.kind,
@@ -68,34 +107,15 @@ async fn answer(
         operation = %decoded.operation,
         user,
         dry_run = decoded.request.dry_run,
-        verdict = field::Empty,
-    );
-    async {
-        let _permit = tokio::time::timeout_at(deadline, state.evaluations.acquire())
-            .await
-            .map_err(|_| ApiError::Overloaded)?
-            .map_err(|_| ApiError::Overloaded)?;
-        let _in_flight = state.metrics.in_flight();
-        let response = match endpoint {
-            Endpoint::Validate => evaluate_and_respond(endpoint, state, &decoded),
-            Endpoint::Mutate => {
-                let response = mutate::stamp(state, &decoded).await;
-                record(endpoint, state, &decoded, &response, &Evaluation::default());
-                response
-            }
-        };
-        state
-            .metrics
-            .review_duration
-            .get_or_create(&EndpointLabels { endpoint: endpoint.as_str() })
-            .observe(started.elapsed().as_secs_f64());
-        Ok(response)
-    }
-    .instrument(span)
-    .await
+        verdict = verdict.map(Verdict::as_str),
+    )
 }
 
-fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded) -> AdmissionResponse {
+fn verdict_of(response: &AdmissionResponse) -> Verdict {
+    Verdict::of(!response.allowed, response.warnings.is_some())
+}
+
+fn evaluate_and_respond(state: &AppState, decoded: &Decoded) -> (AdmissionResponse, Evaluation) {
     let schemas = state.schemas.current();
     let facts: &dyn ClusterFacts = match &state.cluster {
         Some(cluster) => cluster.as_ref(),
@@ -110,9 +130,7 @@ fn evaluate_and_respond(endpoint: Endpoint, state: &AppState, decoded: &Decoded)
             old_object: decoded.old_object.as_ref(),
         },
     );
-    let response = respond(decoded, &evaluation);
-    record(endpoint, state, decoded, &response, &evaluation);
-    response
+    (respond(decoded, &evaluation), evaluation)
 }
 
 /// Metrics and the `reviewed` log line for one answer: every DX review, every denial, warning
@@ -124,9 +142,8 @@ fn record(
     decoded: &Decoded,
     response: &AdmissionResponse,
     evaluation: &Evaluation,
+    verdict: Verdict,
 ) {
-    let verdict = Verdict::of(!response.allowed, response.warnings.is_some());
-    tracing::Span::current().record("verdict", verdict.as_str());
     let metrics = &state.metrics;
     metrics
         .reviews
