@@ -8,13 +8,17 @@ use crate::cli::LogFormat;
 /// Installs the global subscriber. Logs go to stderr so `check` output stays clean on stdout.
 ///
 /// Lines are formatted on the thread that logs and written by a thread of their own, which
-/// batches them under load (a write per review line cost an eighth of the throughput); when
-/// its queue is full, loggers wait rather than drop lines. Keep the guard until exit: dropping
-/// it flushes what is queued.
+/// batches them under load (a write per review line cost an eighth of the throughput): it
+/// buffers what is queued and writes it at once each time the queue runs empty, so no line
+/// waits while the server is idle. When its queue is full, loggers wait rather than drop lines.
+/// Keep the guard until exit: dropping it flushes what is queued.
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<WorkerGuard> {
     let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("--log {filter:?}: {e}"))?;
-    let (writer, guard) =
-        NonBlockingBuilder::default().lossy(false).thread_name("log-writer").finish(std::io::stderr());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        // The writer thread flushes this buffer whenever its queue runs empty.
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
