@@ -98,9 +98,27 @@ pub fn decode(body: &[u8], max_depth: usize) -> Result<Decoded, DecodeError> {
     if envelope.kind != KIND {
         return Err(DecodeError::Kind { found: envelope.kind });
     }
-    let wire::AdmissionRequest { object: raw_object, old_object: raw_old_object, envelope: mut request } =
-        envelope.request.ok_or(DecodeError::MissingRequest)?;
-    request.types = TypeMeta { api_version: envelope.api_version, kind: envelope.kind };
+    let wire::MapOnly(wire) = envelope.request.ok_or(DecodeError::MissingRequest)?;
+    let (raw_object, raw_old_object) = (wire.object, wire.old_object);
+    let request = AdmissionRequest {
+        types: TypeMeta { api_version: envelope.api_version, kind: envelope.kind },
+        uid: wire.uid,
+        kind: wire.kind,
+        resource: wire.resource,
+        sub_resource: wire.sub_resource,
+        request_kind: wire.request_kind,
+        request_resource: wire.request_resource,
+        request_sub_resource: wire.request_sub_resource,
+        name: wire.name,
+        namespace: wire.namespace,
+        operation: wire.operation,
+        user_info: wire.user_info,
+        object: None,
+        old_object: None,
+        dry_run: wire.dry_run,
+        // Not read by any rule: left unparsed.
+        options: None,
+    };
     if request.uid.is_empty() {
         return Err(DecodeError::MissingUid);
     }
@@ -150,13 +168,21 @@ fn typed(raw: Option<&RawValue>, kind: ResourceKind, field: &'static str) -> Res
     })
 }
 
-/// An AdmissionReview as sent, read in one pass: the envelope typed, the objects left as raw
-/// JSON to be parsed straight into their kind's type (kube's `AdmissionReview` buffers the
-/// whole body, objects included, for its flattened `TypeMeta`). The type names appear in
-/// serde's messages, hence a module of their own.
+/// An AdmissionReview as sent, read in one pass: the envelope typed field by field, the objects
+/// left as raw JSON to be parsed straight into their kind's type. (kube's `AdmissionReview`
+/// buffers the whole body for a flattened field, and a flattened envelope still buffered every
+/// envelope field in serde's generic form first.) The type names appear in serde's messages,
+/// hence a module of their own.
 mod wire {
-    use kube::core::DynamicObject;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use k8s_openapi::api::authentication::v1::UserInfo;
+    use kube::core::admission::Operation;
+    use kube::core::{GroupVersionKind, GroupVersionResource};
     use serde::Deserialize;
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Deserializer, MapAccess, Visitor};
     use serde_json::value::RawValue;
 
     #[derive(Deserialize)]
@@ -165,18 +191,61 @@ mod wire {
         pub api_version: String,
         pub kind: String,
         #[serde(borrow)]
-        pub request: Option<AdmissionRequest<'a>>,
+        pub request: Option<MapOnly<AdmissionRequest<'a>>>,
     }
 
+    /// A struct read from a JSON object only: a derived struct would also take a JSON array,
+    /// field by field in order.
+    pub struct MapOnly<T>(pub T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(MapVisitor(PhantomData))
+        }
+    }
+
+    struct MapVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+        type Value = MapOnly<T>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            // The words serde uses for a derived struct, so messages stay the same.
+            formatter.write_str("struct AdmissionRequest")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(MapOnly)
+        }
+    }
+
+    /// The fields of kube's `AdmissionRequest`, with the same defaults.
     #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
     pub struct AdmissionRequest<'a> {
+        pub uid: String,
+        pub kind: GroupVersionKind,
+        pub resource: GroupVersionResource,
+        #[serde(default)]
+        pub sub_resource: Option<String>,
+        #[serde(default)]
+        pub request_kind: Option<GroupVersionKind>,
+        #[serde(default)]
+        pub request_resource: Option<GroupVersionResource>,
+        #[serde(default)]
+        pub request_sub_resource: Option<String>,
+        #[serde(default)]
+        pub name: String,
+        #[serde(default)]
+        pub namespace: Option<String>,
+        pub operation: Operation,
+        pub user_info: UserInfo,
         #[serde(borrow, default)]
         pub object: Option<&'a RawValue>,
-        #[serde(borrow, default, rename = "oldObject")]
+        #[serde(borrow, default)]
         pub old_object: Option<&'a RawValue>,
-        /// Everything else (uid, kind, userInfo, ...); its `object` fields stay empty.
-        #[serde(flatten)]
-        pub envelope: kube::core::admission::AdmissionRequest<DynamicObject>,
+        #[serde(default)]
+        pub dry_run: bool,
     }
 }
 
