@@ -19,11 +19,20 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<WorkerGuard> {
         .thread_name("log-writer")
         // The writer thread flushes this buffer whenever its queue runs empty.
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => json_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
         // Colours only for a terminal: piped into a file or a log collector they are noise.
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("logging: {e}"))?;
     Ok(guard)

@@ -68,8 +68,13 @@ async fn answer(
         Endpoint::Validate => {
             let (response, evaluation) = evaluate_and_respond(state, &decoded);
             let verdict = verdict_of(&response);
-            review_span(&decoded, Some(verdict))
-                .in_scope(|| record(endpoint, state, &decoded, &response, &evaluation, verdict));
+            // Most of a cluster's objects are not DX's and pass untouched: they get no line, so no span.
+            let span = if logs_line(&evaluation, verdict, &response) {
+                review_span(&decoded, Some(verdict))
+            } else {
+                tracing::Span::none()
+            };
+            span.in_scope(|| record(endpoint, state, &decoded, &response, &evaluation, verdict));
             response
         }
         // Stamping reads the cluster and may log on the way: those lines carry the span too.
@@ -166,7 +171,7 @@ fn record(
             .get_or_create(&FindingLabels { rule: judged.finding.rule, severity: judged.severity.as_str() })
             .inc();
     }
-    if evaluation.dx || verdict != Verdict::Allowed || response.patch.is_some() {
+    if logs_line(evaluation, verdict, response) {
         let rules: Vec<&str> = evaluation.findings.iter().map(|j| j.finding.rule).collect();
         let audited = evaluation.with_severity(Severity::Audit).count();
         info!(
@@ -179,6 +184,12 @@ fn record(
             "reviewed"
         );
     }
+}
+
+/// Whether a review gets a `reviewed` line: every DX object, and any object denied, warned
+/// about or patched.
+fn logs_line(evaluation: &Evaluation, verdict: Verdict, response: &AdmissionResponse) -> bool {
+    evaluation.dx || verdict != Verdict::Allowed || response.patch.is_some()
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
