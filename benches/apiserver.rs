@@ -396,6 +396,14 @@ fn prepare_kyverno(api: &Api) -> Result<(), String> {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kyverno-metrics", "namespace": "kyverno"}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kyverno-svc", "namespace": "kyverno"},
             "spec": {"type": "ExternalName", "externalName": "127.0.0.1"}}),
+        // Without `--serverIP` Kyverno registers its Service-referenced webhooks only while its own
+        // Deployment exists and is neither rolling nor scaled to zero. Nothing runs this one (the
+        // controllers are stopped): it stands for the process the benchmark starts.
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "kyverno-admission-controller", "namespace": "kyverno"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kyverno-bench"}},
+                "template": {"metadata": {"labels": {"app": "kyverno-bench"}},
+                    "spec": {"containers": [{"name": "kyverno", "image": "kyverno-bench"}]}}}}),
     ]);
     Ok(())
 }
@@ -701,13 +709,17 @@ fn burst_objects(namespace: &str) -> Vec<Value> {
     objects
 }
 
+/// The namespace of a subject's burst by `kubectl` or `helm`.
+fn burst_namespace(subject: &Subject, what: &str) -> String {
+    format!("dx-burst-{}-{what}", subject.id)
+}
+
 /// Wall times (s) of a burst: `kubectl apply -f` of a directory of `BURST` files, then
 /// `helm install` of a chart of the same objects and a `helm upgrade` that changes every workload.
 fn burst(api: &Api, subject: &Subject, scratch: &Path) -> [f64; 3] {
-    let namespace = |what: &str| format!("dx-burst-{}-{what}", subject.id);
     let mut times = [0.0; 3];
     for (what, slot) in [("kubectl", 0), ("helm", 1)] {
-        let ns = namespace(what);
+        let ns = burst_namespace(subject, what);
         api.apply(&[json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"dx-bench": "true"}}})]);
         let dir = scratch.join(&ns);
@@ -745,6 +757,16 @@ fn burst(api: &Api, subject: &Subject, scratch: &Path) -> [f64; 3] {
         }
     }
     times
+}
+
+/// Deletes a burst's objects once its webhook is gone, so that the next subjects (a `--cluster`
+/// replica caches every DX object) meet the same cluster. Their namespaces stay: with the
+/// controllers stopped, a deleted namespace would never finish terminating.
+fn clear_burst(api: &Api, subject: &Subject, scratch: &Path) {
+    let listed = scratch.join(burst_namespace(subject, "kubectl")).display().to_string();
+    api.kubectl(&["delete", "--wait=false", "-f", &listed], None);
+    let output = api.cluster.helm(&["uninstall", "burst", "--namespace", &burst_namespace(subject, "helm")]);
+    assert!(output.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 async fn bench(args: &[String]) {
@@ -871,6 +893,9 @@ async fn bench(args: &[String]) {
         let times = wanted("burst").then(|| burst(&api, subject, scratch.path()));
         drop_webhooks(&api, &mut running);
         until_gone(subject, &running, &api, &core).await;
+        if times.is_some() {
+            clear_burst(&api, subject, scratch.path());
+        }
         results.push((*subject, figures, times, rss, peak));
     }
     report(&results, started.elapsed());
