@@ -193,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_written_together_come_out_whole_in_order_in_one_write_and_all_by_the_guards_drop() {
+    fn lines_written_together_come_out_whole_in_order_in_few_writes_and_all_by_the_guards_drop() {
         let sink = Sink::default();
         let (lines, guard) = LogWriter::start(sink.clone()).unwrap();
         for n in 0..1000 {
